@@ -1,0 +1,82 @@
+//! The HTTP API of tenantplane (actix-web): JSON, bearer auth, OpenAPI.
+//!
+//! Handlers never touch the database on the event loop: every call into the
+//! domain crate goes through [`error::blocking`].
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;
+
+use std::net::TcpListener;
+
+use actix_web::{middleware, web, App, HttpRequest, HttpServer};
+use tenantplane_tenants::tokens::OperatorTokens;
+use tenantplane_tenants::ControlDb;
+
+use crate::error::ApiError;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub db: ControlDb,
+    pub operator: OperatorTokens,
+}
+
+/// Registers every route and the JSON error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(256 * 1024)
+            .error_handler(|err, _| {
+                ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
+            }),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into()),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::BadRequest(format!("invalid query string: {err}")).into()
+    }))
+    .service(routes::health::healthz)
+    .service(routes::health::readyz)
+    .service(openapi::openapi_json)
+    .service(routes::tenants::list)
+    .service(routes::tenants::create)
+    .service(routes::tenants::get)
+    .service(routes::tenants::update)
+    .service(routes::tenants::remove)
+    .service(routes::servers::list)
+    .service(routes::servers::create)
+    .service(routes::servers::get);
+}
+
+async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NoRoute(format!(
+        "{} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Serves the API on an already bound listener until the server is stopped.
+pub fn server(
+    listener: TcpListener,
+    state: AppState,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(request_id::middleware))
+            .configure(configure)
+            .default_service(web::to(no_route))
+    })
+    .workers(workers)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

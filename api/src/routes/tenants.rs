@@ -1,0 +1,140 @@
+//! `/v1/tenants`: the tenant registry.
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use serde::Deserialize;
+use tenantplane_tenants::registry::{
+    self, NewTenant, Tenant, TenantFilter, TenantPage, TenantPatch,
+};
+use tenantplane_tenants::validate;
+
+use crate::auth::Operator;
+use crate::error::{blocking, ApiError};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `provisioning`, `active` or `suspended`
+    pub status: Option<String>,
+    /// `key=value`; repeat the parameter to require several labels
+    pub label: Option<String>,
+    /// server id or name
+    pub server: Option<String>,
+    /// the highest phase the schema reached (0-7)
+    pub phase: Option<u8>,
+    pub plan: Option<String>,
+    /// 1 to 500, default 50
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page
+    pub cursor: Option<String>,
+}
+
+/// Lists tenants, filtered, a page at a time, ordered by slug.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = TenantPage), (status = 400, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
+#[get("/v1/tenants")]
+pub async fn list(
+    state: web::Data<AppState>,
+    _op: Operator,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    // Parsed by hand: `label` may repeat, which serde_urlencoded's structs
+    // cannot express.
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let mut filter = TenantFilter::default();
+    for (k, v) in pairs {
+        let number = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("{k} must be a number, not {v:?}")))
+        };
+        match k.as_str() {
+            "status" => filter.status = Some(v),
+            "label" => filter.labels.push(validate::label_pair(&v)?),
+            "server" => filter.server = Some(v),
+            "plan" => filter.plan = Some(v),
+            "cursor" => filter.cursor = Some(v),
+            "limit" => filter.limit = Some(number(&v)?),
+            "phase" => {
+                let n = number(&v)?;
+                filter.phase = Some(
+                    u8::try_from(n)
+                        .map_err(|_| ApiError::BadRequest(format!("phase out of range: {n}")))?,
+                );
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    let db = state.db.clone();
+    Ok(HttpResponse::Ok().json(blocking(move || registry::list(&db, &filter)).await?))
+}
+
+/// Creates a tenant, provisions its database and migrates it to `schema`.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    request_body = NewTenant,
+    responses((status = 201, body = Tenant), (status = 400, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody, description = "the tenant database could not be provisioned; nothing was kept")))]
+#[post("/v1/tenants")]
+pub async fn create(
+    state: web::Data<AppState>,
+    op: Operator,
+    body: web::Json<NewTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    let tenant = blocking(move || registry::create(&db, &op.0, body.into_inner())).await?;
+    Ok(HttpResponse::Created().json(tenant))
+}
+
+/// One tenant by id or slug.
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/v1/tenants/{id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    _op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    Ok(HttpResponse::Ok().json(blocking(move || registry::get(&db, &id)).await?))
+}
+
+/// Changes name, labels, contact e-mail or status (`active`/`suspended`).
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug")),
+    request_body = TenantPatch,
+    responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
+#[patch("/v1/tenants/{id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    op: Operator,
+    id: web::Path<String>,
+    body: web::Json<TenantPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    Ok(HttpResponse::Ok()
+        .json(blocking(move || registry::patch(&db, &op.0, &id, body.into_inner())).await?))
+}
+
+/// Soft-deletes a tenant: hidden from the API, its database kept.
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[delete("/v1/tenants/{id}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    blocking(move || registry::delete(&db, &op.0, &id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,105 @@
+//! The one typed configuration: defaults, then `tenantplane.toml`, then
+//! `TENANTPLANE_*` environment variables.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Keys of `tenantplane.toml` (same names as the env variables, lower-case,
+/// without the prefix).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    control_db: Option<String>,
+    listen: Option<String>,
+    operator_token: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub control_db: String,
+    pub listen: String,
+    /// Never printed: `Debug` shows only whether it is set.
+    pub operator_token: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "control_db",
+                &tenantplane_tenants::tenant_db::redact_url(&self.control_db),
+            )
+            .field("listen", &self.listen)
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "<set>"),
+            )
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist) or `./tenantplane.toml` (if it
+    /// exists), then applies the environment.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = explicit.map(Path::to_path_buf).or_else(|| {
+            let p = PathBuf::from("tenantplane.toml");
+            p.exists().then_some(p)
+        });
+        let file: FileConfig = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = env("TENANTPLANE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let control_db = env("TENANTPLANE_CONTROL_DB")
+            .or(file.control_db)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("control.db").display()));
+        let listen = env("TENANTPLANE_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let operator_token = env("TENANTPLANE_OPERATOR_TOKEN").or(file.operator_token);
+        if let Some(t) = &operator_token {
+            if t.len() < 16 {
+                bail!("the operator token must be at least 16 characters");
+            }
+        }
+        let log_format = match env("TENANTPLANE_LOG_FORMAT").or(file.log_format).as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format must be 'human' or 'json', not {other:?}"),
+        };
+        Ok(Config {
+            data_dir,
+            control_db,
+            listen,
+            operator_token,
+            log_format,
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! `serve`, `api` and `worker`: opening the control database and starting the
+//! parts in one process.
+
+use std::net::TcpListener;
+
+use anyhow::{Context, Result};
+use tenantplane_api::AppState;
+use tenantplane_tenants::{servers, tokens, ControlDb};
+
+use crate::config::Config;
+use crate::demo;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub api: bool,
+    pub worker: bool,
+    pub demo: bool,
+}
+
+/// Opens (and migrates) the control database and registers the default
+/// SQLite server on first start.
+pub fn open_control(config: &Config) -> Result<ControlDb> {
+    let db = ControlDb::open(&config.control_db).context("opening the control database")?;
+    servers::ensure_default(&db, &config.data_dir).context("registering the default server")?;
+    Ok(db)
+}
+
+pub fn run(config: &Config, parts: Parts) -> Result<()> {
+    let db = open_control(config)?;
+    tracing::info!(config = ?config, "control database ready");
+    if parts.demo {
+        demo::ensure_demo_fleet(&db)?;
+    }
+    let worker = if parts.worker {
+        Some(tenantplane_worker::start(
+            db.clone(),
+            tenantplane_worker::TICK,
+        )?)
+    } else {
+        None
+    };
+    let result = if parts.api {
+        run_api(config, db)
+    } else {
+        wait_for_signal()
+    };
+    if let Some(w) = worker {
+        w.stop();
+    }
+    result
+}
+
+fn run_api(config: &Config, db: ControlDb) -> Result<()> {
+    let (operator, generated) = tokens::bootstrap_operator(&db, config.operator_token.as_deref())
+        .context("setting up the operator token")?;
+    if let Some(token) = generated {
+        // Printed once, on purpose, to stdout and never to the log.
+        println!("operator token (shown once, stored hashed): {token}");
+    }
+    let listener =
+        TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    actix_web::rt::System::new().block_on(async move {
+        let server = tenantplane_api::server(listener, AppState { db, operator }, workers)?;
+        println!("tenantplane listening on http://{addr}");
+        tracing::info!(%addr, "API listening");
+        server.await
+    })?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+/// `worker` alone: run until SIGINT/SIGTERM.
+fn wait_for_signal() -> Result<()> {
+    actix_web::rt::System::new().block_on(async {
+        let mut term = actix_web::rt::signal::unix::signal(
+            actix_web::rt::signal::unix::SignalKind::terminate(),
+        )?;
+        tokio::select! {
+            r = actix_web::rt::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    tracing::info!("signal received, stopping");
+    Ok(())
+}
