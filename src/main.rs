@@ -29,12 +29,12 @@ struct Cli {
     config: Option<PathBuf>,
     /// Where operator commands send requests.
     #[arg(
-        long,
+        long = "api-url",
         global = true,
         env = "TENANTPLANE_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    url: String,
+    api_url: String,
     /// Operator token for operator commands.
     #[arg(long, global = true, env = "TENANTPLANE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -102,7 +102,7 @@ fn main() -> Result<()> {
         init_logging(config.log_format);
         return serve::run(&config, parts);
     }
-    let client = Client::new(&cli.url, cli.token.clone());
+    let client = Client::new(&cli.api_url, cli.token.clone());
     match cli.command {
         Command::Tenants(cmd) => cli::tenants(&client, cli.output, cmd),
         Command::Servers(cmd) => cli::servers(&client, cli.output, cmd),

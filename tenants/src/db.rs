@@ -168,7 +168,7 @@ impl ControlDb {
                 lite.immediate_transaction(|c| {
                     c.run_pending_migrations(CONTROL_SQLITE)
                         .map(|_| ())
-                        .map_err(|e| diesel::result::Error::QueryBuilderError(e))
+                        .map_err(diesel::result::Error::QueryBuilderError)
                 })
                 .map_err(|e| Error::Control(format!("applying control migrations: {e}")))
             }

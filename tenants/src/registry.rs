@@ -291,7 +291,8 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
     })?;
 
     let location = TenantDbLocation::new(&server, &id);
-    let provisioned = provision(&location, &new.slug, target_version);
+    let mut created = false;
+    let provisioned = provision(&location, &new.slug, target_version, &mut created);
     let finished = provisioned.and_then(|version| {
         write_tx(&mut conn, None, |conn| {
             diesel::update(tenants::table.find(id.to_string()))
@@ -326,10 +327,12 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
         }
         Err(err) => {
             tracing::warn!(tenant_id = %id, slug = %new.slug, error = %err, "tenant creation failed; undoing");
-            if let Err(e) = location.drop_if_exists() {
-                // The row stays `provisioning`; the sweeper retries the drop.
-                tracing::error!(tenant_id = %id, error = %e, "could not drop the half-created tenant database");
-                return Err(err);
+            if created {
+                if let Err(e) = location.drop_if_exists() {
+                    // The row stays `provisioning`; the sweeper retries the drop.
+                    tracing::error!(tenant_id = %id, error = %e, "could not drop the half-created tenant database");
+                    return Err(err);
+                }
             }
             diesel::delete(tenants::table.find(id.to_string())).execute(&mut conn)?;
             Err(err)
@@ -338,14 +341,20 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
 }
 
 /// Creates and migrates the database; returns the version it reached.
+///
+/// `created` turns true once something exists that a failure must drop
+/// (creating a file, schema or database is all-or-nothing: when `create`
+/// fails, nothing is there).
 fn provision(
     location: &TenantDbLocation,
     slug: &str,
     target: Option<&str>,
+    created: &mut bool,
 ) -> Result<Option<String>> {
     location
         .create()
         .map_err(|e| Error::tenant_db(slug, format!("creating the database failed: {e}")))?;
+    *created = true;
     let mut conn = location
         .connect()
         .map_err(|e| Error::tenant_db(slug, format!("connecting failed: {e}")))?;

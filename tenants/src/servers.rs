@@ -156,11 +156,14 @@ pub fn register(db: &ControlDb, actor: &Actor, new: NewServer) -> Result<ServerV
         .name
         .clone()
         .unwrap_or_else(|| format!("srv-{}", &id.simple().to_string()[..8]));
-    crate::validate::slug(&name).map_err(|_| {
-        Error::invalid(format!(
-            "invalid server name {name:?}: 3 to 63 characters of a-z, 0-9 and '-'"
-        ))
-    })?;
+    crate::validate::server_name(&name)?;
+    let taken: i64 = database_servers::table
+        .filter(database_servers::name.eq(&name))
+        .count()
+        .get_result(&mut db.conn()?)?;
+    if taken > 0 {
+        return Err(Error::Conflict(format!("a server named '{name}' exists")));
+    }
     let capacity = new.capacity.unwrap_or(DEFAULT_CAPACITY);
     if capacity < 1 {
         return Err(Error::invalid("capacity must be at least 1"));

@@ -72,11 +72,17 @@ impl TenantDbLocation {
                     .open(path)
                     .map(drop)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let mut conn = self.connect()?;
-                if let TenantConnection::Sqlite(c) = &mut conn {
-                    // WAL is a property of the file: set it once here.
-                    c.batch_execute("PRAGMA journal_mode = WAL;")
-                        .map_err(|e| e.to_string())?;
+                // WAL is a property of the file: set it once here. If that
+                // fails, remove the file so a failed create leaves nothing.
+                let wal = self.connect().and_then(|mut conn| match &mut conn {
+                    TenantConnection::Sqlite(c) => c
+                        .batch_execute("PRAGMA journal_mode = WAL;")
+                        .map_err(|e| e.to_string()),
+                    TenantConnection::Postgres(_) => Ok(()),
+                });
+                if let Err(e) = wal {
+                    let _ = self.drop_if_exists();
+                    return Err(e);
                 }
                 Ok(())
             }
@@ -105,7 +111,12 @@ impl TenantDbLocation {
                     p.push(suffix);
                     match std::fs::remove_file(&p) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        // A missing file, or a "directory" that is not one: nothing to drop.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                            ) => {}
                         Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
                     }
                 }

@@ -20,6 +20,23 @@ pub fn slug(s: &str) -> Result<()> {
     }
 }
 
+/// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`: like a slug, but short names such
+/// as `pg` are fine.
+pub fn server_name(s: &str) -> Result<()> {
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid server name {s:?}: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+        )))
+    }
+}
+
 pub fn name(s: &str) -> Result<()> {
     let len = s.trim().chars().count();
     if len == 0 || len > 200 || s.chars().any(char::is_control) {
@@ -112,6 +129,10 @@ mod tests {
             assert!(email(bad).is_err(), "{bad}");
         }
         assert!(name("Corner Shop").is_ok());
+        assert!(server_name("pg").is_ok());
+        assert!(
+            server_name("Pg").is_err() && server_name("-pg").is_err() && server_name("").is_err()
+        );
         assert!(name("  ").is_err());
         assert!(name("a\u{0}b").is_err());
         assert_eq!(

@@ -1,0 +1,299 @@
+//! Test harness: the real `tenantplane` binary on 127.0.0.1:0 with its own
+//! temp data dir, and fresh PostgreSQL databases per test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tenantplane"))
+}
+
+/// A fresh PostgreSQL database, dropped (with any tenant databases the test
+/// registered) when the value goes away.
+pub struct TestPg {
+    pub admin_url: String,
+    pub name: String,
+    extra: Mutex<Vec<String>>,
+}
+
+fn admin_url() -> String {
+    std::env::var("TENANTPLANE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+impl TestPg {
+    /// `None` (test skipped) when PostgreSQL is unreachable, unless `CI` is
+    /// set: then a missing PostgreSQL fails the run.
+    pub fn new() -> Option<TestPg> {
+        let admin = admin_url();
+        let mut conn = match PgConnection::establish(&admin) {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("PostgreSQL is required when CI is set ({admin}): {e}");
+                }
+                eprintln!("SKIPPED: PostgreSQL unreachable at {admin}: {e}");
+                return None;
+            }
+        };
+        let name = format!(
+            "tp_test_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create test database");
+        Some(TestPg {
+            admin_url: admin,
+            name,
+            extra: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.url_of(&self.name)
+    }
+
+    pub fn url_of(&self, db: &str) -> String {
+        let (base, _) = self
+            .admin_url
+            .rsplit_once('/')
+            .expect("admin url has a database");
+        format!("{base}/{db}")
+    }
+
+    pub fn connect(&self) -> PgConnection {
+        PgConnection::establish(&self.url()).expect("connect to test database")
+    }
+
+    pub fn connect_admin(&self) -> PgConnection {
+        PgConnection::establish(&self.admin_url).expect("connect to admin database")
+    }
+
+    /// Drop this database too at the end (e.g. a tenant's own database).
+    pub fn also_drop(&self, database: &str) {
+        self.extra.lock().expect("lock").push(database.to_string());
+    }
+}
+
+impl Drop for TestPg {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
+            let extra = self.extra.lock().map(|v| v.clone()).unwrap_or_default();
+            for db in extra.iter().chain([&self.name]) {
+                let _ =
+                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// A running `tenantplane` process.
+pub struct App {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub child: Child,
+    pub stdout_lines: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub struct AppOptions {
+    pub command: Vec<String>,
+    pub control_db: Option<String>,
+    pub operator_token: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            command: vec!["serve".into()],
+            control_db: None,
+            operator_token: Some(TOKEN.into()),
+            data_dir: None,
+        }
+    }
+}
+
+/// The process's stderr (its log) goes to `<data dir>/tenantplane.log`.
+fn log_file(data_dir: &std::path::Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("tenantplane.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+impl App {
+    pub fn start() -> App {
+        App::start_with(AppOptions::default())
+    }
+
+    pub fn start_with_control(control_db: Option<String>) -> App {
+        App::start_with(AppOptions {
+            control_db,
+            ..AppOptions::default()
+        })
+    }
+
+    /// Starts the binary and waits for its "listening on" line.
+    pub fn start_with(opts: AppOptions) -> App {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("temp dir");
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(bin());
+        cmd.args(&opts.command)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("TENANTPLANE_DATA_DIR", &data_dir)
+            .env("TENANTPLANE_LISTEN", "127.0.0.1:0")
+            .env("TENANTPLANE_LOG", "info")
+            .current_dir(&data_dir)
+            .stdout(Stdio::piped())
+            .stderr(log_file(&data_dir));
+        if let Some(db) = &opts.control_db {
+            cmd.env("TENANTPLANE_CONTROL_DB", db);
+        }
+        if let Some(t) = &opts.operator_token {
+            cmd.env("TENANTPLANE_OPERATOR_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("spawn tenantplane");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    let url = line
+                        .strip_prefix("tenantplane listening on ")
+                        .map(str::to_string);
+                    lines.push(line);
+                    if let Some(url) = url {
+                        return App {
+                            url,
+                            data_dir,
+                            child,
+                            stdout_lines: lines,
+                            _tmp: tmp,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(data_dir.join("tenantplane.log"))
+                        .unwrap_or_default();
+                    panic!("tenantplane did not start; stdout so far: {lines:?}; log:\n{log}");
+                }
+            }
+        }
+    }
+
+    pub fn generated_token(&self) -> Option<String> {
+        self.stdout_lines.iter().find_map(|l| {
+            l.strip_prefix("operator token (shown once, stored hashed): ")
+                .map(str::to_string)
+        })
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call_as(&self.url, Some(TOKEN), method, path, body)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP request; returns status and JSON body (`Null` when empty).
+pub fn call_as(
+    base: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = ureq::request(method, &format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, json)
+}
+
+/// Sends a raw body (for malformed JSON).
+pub fn call_raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let resp = match ureq::request(method, &format!("{base}{path}"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .set("Content-Type", content_type)
+        .send_string(body)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    (status, resp.into_json().unwrap_or(Value::Null))
+}
+
+/// Asserts the JSON error shape and returns its code.
+pub fn error_code(body: &Value) -> String {
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without message: {body}"
+    );
+    code.to_string()
+}
