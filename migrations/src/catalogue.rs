@@ -141,7 +141,7 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "credit_reminders",
         phase: 3,
-        requires: Some("20261125030200"),
+        requires: Some("20261125030300"),
         description: "Customer credit reminders with a send log",
     },
     // phase 4

@@ -7,6 +7,7 @@
 //! so the stock diesel CLI can run each folder.
 
 pub mod catalogue;
+pub mod probes;
 pub mod runner;
 pub mod target;
 

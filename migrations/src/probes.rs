@@ -1,0 +1,506 @@
+//! Verification probes: the seed checklist's "test CRUD flows covering new
+//! columns". After a tenant is migrated, each probe whose migration the schema
+//! has inserts, reads back and updates through that migration's tables and
+//! columns. All probes of one run share one transaction that is always rolled
+//! back, so a probe never leaves data behind.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
+
+use crate::catalogue;
+
+/// A connection to the tenant schema being probed.
+pub enum ProbeConn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probe {probe} failed: {message}")]
+    Failed {
+        probe: &'static str,
+        message: String,
+    },
+}
+
+#[derive(QueryableByName)]
+struct V {
+    #[diesel(sql_type = Nullable<Text>)]
+    v: Option<String>,
+}
+
+/// What the probes need of a connection.
+struct Ctx<'c, 'a> {
+    conn: &'c mut ProbeConn<'a>,
+}
+
+impl Ctx<'_, '_> {
+    fn pg(&self) -> bool {
+        matches!(self.conn, ProbeConn::Postgres(_))
+    }
+
+    fn exec(&mut self, sql: &str) -> Result<(), String> {
+        match self.conn {
+            ProbeConn::Sqlite(c) => c.batch_execute(sql),
+            ProbeConn::Postgres(c) => c.batch_execute(sql),
+        }
+        .map_err(|e| format!("{e} (in: {sql})"))
+    }
+
+    /// The first row's `v`, as text.
+    fn value(&mut self, sql: &str) -> Result<Option<String>, String> {
+        let rows: Vec<V> = match self.conn {
+            ProbeConn::Sqlite(c) => diesel::sql_query(sql).load(*c),
+            ProbeConn::Postgres(c) => diesel::sql_query(sql).load(*c),
+        }
+        .map_err(|e| format!("{e} (in: {sql})"))?;
+        Ok(rows.into_iter().next().and_then(|r| r.v))
+    }
+
+    /// Runs an `INSERT … RETURNING id` and gives the id.
+    fn insert(&mut self, sql: &str) -> Result<i64, String> {
+        let id = self.value(&format!("{sql} RETURNING CAST(id AS TEXT) AS v"))?;
+        id.and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no id returned by: {sql}"))
+    }
+
+    fn expect(&mut self, sql: &str, want: &str) -> Result<(), String> {
+        let got = self.value(sql)?;
+        if got.as_deref() == Some(want) {
+            Ok(())
+        } else {
+            Err(format!("expected {want:?}, got {got:?} from: {sql}"))
+        }
+    }
+
+    /// A shop and a cashier to hang the probe's rows on.
+    fn shop_and_user(&mut self, tag: &str) -> Result<(i64, i64), String> {
+        let shop = self.insert(&format!(
+            "INSERT INTO shop_profile (name) VALUES ('probe {tag}')"
+        ))?;
+        let user = self.insert(&format!(
+            "INSERT INTO users (username, password_hash, role) VALUES ('probe-{tag}', 'x', 'cashier')"
+        ))?;
+        Ok((shop, user))
+    }
+
+    fn sale(&mut self, shop: i64, user: i64, phone: &str, total: i64) -> Result<i64, String> {
+        self.insert(&format!(
+            "INSERT INTO sales (shop_id, user_id, customer_phone, total_minor, currency, sold_at) \
+             VALUES ({shop}, {user}, '{phone}', {total}, 'USD', '2026-05-04 10:15:00')"
+        ))
+    }
+}
+
+type ProbeFn = fn(&mut Ctx) -> Result<(), String>;
+
+/// One probe: the feature it checks (its required migration comes from the
+/// catalogue) and the check.
+pub struct Probe {
+    /// A catalogue feature, or `baseline` for the phase-0 tables.
+    pub name: &'static str,
+    run: ProbeFn,
+}
+
+impl Probe {
+    /// The migration version the probe needs.
+    pub fn requires(&self) -> Option<&'static str> {
+        match self.name {
+            "baseline" => catalogue::phase_version(0),
+            name => catalogue::feature(name).and_then(|f| f.requires),
+        }
+    }
+
+    pub fn phase(&self) -> u8 {
+        catalogue::feature(self.name).map_or(0, |f| f.phase)
+    }
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe {
+        name: "baseline",
+        run: baseline,
+    },
+    Probe {
+        name: "invoice_numbering",
+        run: invoice_numbering,
+    },
+    Probe {
+        name: "branding",
+        run: branding,
+    },
+    Probe {
+        name: "audit_diff",
+        run: audit_diff,
+    },
+    Probe {
+        name: "day_end_lock",
+        run: day_end_lock,
+    },
+    Probe {
+        name: "expense_categories",
+        run: expense_categories,
+    },
+    Probe {
+        name: "sales_heatmap",
+        run: sales_heatmap,
+    },
+    Probe {
+        name: "customer_metrics",
+        run: customer_metrics,
+    },
+    Probe {
+        name: "recommendations",
+        run: recommendations,
+    },
+    Probe {
+        name: "ai_assistant",
+        run: ai_assistant,
+    },
+    Probe {
+        name: "credit_reminders",
+        run: credit_reminders,
+    },
+    Probe {
+        name: "staff_roles",
+        run: staff_roles,
+    },
+    Probe {
+        name: "user_invites",
+        run: user_invites,
+    },
+    Probe {
+        name: "webhooks",
+        run: webhooks,
+    },
+    Probe {
+        name: "audit_exports",
+        run: audit_exports,
+    },
+    Probe {
+        name: "sale_locks",
+        run: sale_locks,
+    },
+];
+
+/// The probes a schema at `version` must pass.
+pub fn probes_for(version: Option<&str>) -> Vec<&'static Probe> {
+    let Some(version) = version else {
+        return Vec::new();
+    };
+    PROBES
+        .iter()
+        .filter(|p| p.requires().is_some_and(|r| r <= version))
+        .collect()
+}
+
+/// Runs every probe for `version` inside one transaction that is rolled back;
+/// returns the names of the probes that passed (all of them, or an error).
+pub fn run(
+    mut conn: ProbeConn<'_>,
+    version: Option<&str>,
+) -> Result<Vec<&'static str>, ProbeError> {
+    let probes = probes_for(version);
+    let begin = |c: &mut Ctx| c.exec("BEGIN");
+    let mut ctx = Ctx { conn: &mut conn };
+    begin(&mut ctx).map_err(|message| ProbeError::Failed {
+        probe: "begin",
+        message,
+    })?;
+    let mut result = Ok(Vec::new());
+    for p in &probes {
+        if let Err(message) = (p.run)(&mut ctx) {
+            result = Err(ProbeError::Failed {
+                probe: p.name,
+                message,
+            });
+            break;
+        }
+        if let Ok(done) = &mut result {
+            done.push(p.name);
+        }
+    }
+    // Always roll back: probes never leave data behind.
+    ctx.exec("ROLLBACK").map_err(|message| ProbeError::Failed {
+        probe: "rollback",
+        message,
+    })?;
+    result
+}
+
+fn baseline(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("baseline")?;
+    c.exec(&format!(
+        "INSERT INTO settings (shop_id, currency, tax_rate_bp) VALUES ({shop}, 'EUR', 1900)"
+    ))?;
+    let sale = c.sale(shop, user, "+100", 1234)?;
+    c.exec(&format!(
+        "UPDATE sales SET note = 'probe', total_minor = 1500 WHERE id = {sale}"
+    ))?;
+    c.expect(
+        &format!(
+            "SELECT note || ':' || CAST(total_minor AS TEXT) AS v FROM sales WHERE id = {sale}"
+        ),
+        "probe:1500",
+    )?;
+    c.insert(&format!(
+        "INSERT INTO expenses (shop_id, user_id, amount_minor, currency, category, spent_at) VALUES ({shop}, {user}, 999, 'EUR', 'Rent', '2026-05-04 09:00:00')"
+    ))?;
+    let credit = c.insert(&format!(
+        "INSERT INTO credits (shop_id, customer_name, amount_minor, currency) VALUES ({shop}, 'Probe Debtor', 700, 'EUR')"
+    ))?;
+    c.exec(&format!(
+        "UPDATE credits SET paid_minor = 200, status = 'open' WHERE id = {credit}"
+    ))?;
+    c.expect(
+        &format!(
+            "SELECT CAST(amount_minor - paid_minor AS TEXT) AS v FROM credits WHERE id = {credit}"
+        ),
+        "500",
+    )?;
+    let audit = c.insert(&format!(
+        "INSERT INTO audit_log (user_id, action, details) VALUES ({user}, 'probe', 'x')"
+    ))?;
+    c.expect(
+        &format!("SELECT action AS v FROM audit_log WHERE id = {audit}"),
+        "probe",
+    )
+}
+
+fn invoice_numbering(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("invoice")?;
+    let first = c.sale(shop, user, "", 100)?;
+    let second = c.sale(shop, user, "", 200)?;
+    c.expect(
+        &format!("SELECT CAST(invoice_number AS TEXT) AS v FROM sales WHERE id = {first}"),
+        "1",
+    )?;
+    c.expect(
+        &format!("SELECT CAST(invoice_number AS TEXT) AS v FROM sales WHERE id = {second}"),
+        "2",
+    )?;
+    c.exec(&format!(
+        "UPDATE sales SET note = 'numbered' WHERE id = {second}"
+    ))?;
+    c.expect(&format!("SELECT CAST(count(DISTINCT invoice_number) AS TEXT) AS v FROM sales WHERE shop_id = {shop}"), "2")
+}
+
+fn branding(c: &mut Ctx) -> Result<(), String> {
+    let (shop, _) = c.shop_and_user("branding")?;
+    let blob = if c.pg() {
+        "'\\xdeadbeef'::bytea"
+    } else {
+        "X'DEADBEEF'"
+    };
+    c.exec(&format!(
+        "UPDATE shop_profile SET logo_path = '/logo.png', primary_colour = '#112233', secondary_colour = '#445566', \
+         invoice_prefix = 'INV-', watermark_path = '/wm.png', signature_blob = {blob} WHERE id = {shop}"
+    ))?;
+    c.expect(
+        &format!(
+            "SELECT logo_path || primary_colour || secondary_colour || invoice_prefix || watermark_path || CAST(length(signature_blob) AS TEXT) AS v \
+             FROM shop_profile WHERE id = {shop}"
+        ),
+        "/logo.png#112233#445566INV-/wm.png4",
+    )
+}
+
+fn audit_diff(c: &mut Ctx) -> Result<(), String> {
+    let (_, user) = c.shop_and_user("audit")?;
+    let id = c.insert(&format!(
+        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, before_state, after_state, ip_address, user_agent) \
+         VALUES ({user}, 'sale.update', 'sale', '42', '{{\"total\":1}}', '{{\"total\":2}}', '203.0.113.9', 'probe')"
+    ))?;
+    c.exec(&format!(
+        "UPDATE audit_log SET user_agent = 'probe/2' WHERE id = {id}"
+    ))?;
+    c.expect(
+        &format!("SELECT resource_type || ':' || resource_id || ':' || after_state || ':' || ip_address || ':' || user_agent AS v FROM audit_log WHERE id = {id}"),
+        "sale:42:{\"total\":2}:203.0.113.9:probe/2",
+    )
+}
+
+fn day_end_lock(c: &mut Ctx) -> Result<(), String> {
+    let (shop, _) = c.shop_and_user("lock")?;
+    c.exec(&format!(
+        "INSERT INTO settings (shop_id, locked_until) VALUES ({shop}, '2026-05-04 23:59:59')"
+    ))?;
+    c.exec(&format!(
+        "UPDATE settings SET locked_until = '2026-05-05 23:59:59' WHERE shop_id = {shop}"
+    ))?;
+    c.expect(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM settings WHERE shop_id = {shop} AND locked_until > '2026-05-05 00:00:00'"), "1")
+}
+
+fn expense_categories(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("expcat")?;
+    let cat = c.insert(&format!(
+        "INSERT INTO expense_categories (shop_id, name, color, rules_json) VALUES ({shop}, 'Probe', '#abcdef', '{{\"match\":\"probe\"}}')"
+    ))?;
+    c.insert(&format!(
+        "INSERT INTO expenses (shop_id, user_id, amount_minor, currency, spent_at, category_id) VALUES ({shop}, {user}, 5, 'USD', '2026-05-04 09:00:00', {cat})"
+    ))?;
+    c.exec(&format!(
+        "UPDATE expense_categories SET color = '#000000' WHERE id = {cat}"
+    ))?;
+    c.expect(
+        &format!("SELECT c.name || c.color AS v FROM expenses e JOIN expense_categories c ON c.id = e.category_id WHERE e.shop_id = {shop}"),
+        "Probe#000000",
+    )
+}
+
+fn sales_heatmap(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("heatmap")?;
+    c.sale(shop, user, "", 300)?;
+    if c.pg() {
+        // A materialized view: readable, and refreshable concurrently
+        // (which needs a unique index).
+        c.value("SELECT CAST(count(*) AS TEXT) AS v FROM sales_heatmap WHERE day_of_week BETWEEN 0 AND 6 AND hour_of_day BETWEEN 0 AND 23")?;
+        c.expect(
+            "SELECT CAST(count(*) AS TEXT) AS v FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'sales_heatmap' AND indexdef LIKE 'CREATE UNIQUE%'",
+            "1",
+        )
+    } else {
+        c.expect(&format!("SELECT CAST(sale_count AS TEXT) || ':' || CAST(total_minor AS TEXT) AS v FROM sales_heatmap WHERE shop_id = {shop}"), "1:300")
+    }
+}
+
+fn customer_metrics(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("metrics")?;
+    c.sale(shop, user, "+1999", 500)?;
+    c.sale(shop, user, "+1999", 250)?;
+    c.expect(
+        &format!("SELECT CAST(visit_count AS TEXT) || ':' || CAST(lifetime_value_minor AS TEXT) AS v FROM customer_metrics WHERE shop_id = {shop} AND customer_phone = '+1999'"),
+        "2:750",
+    )
+}
+
+fn recommendations(c: &mut Ctx) -> Result<(), String> {
+    let (shop, _) = c.shop_and_user("reco")?;
+    let id = c.insert(&format!(
+        "INSERT INTO recommendations (shop_id, kind, subject_key, payload, expires_at) VALUES ({shop}, 'restock', 'sku-1', '{{\"qty\":3}}', '2026-06-01 00:00:00')"
+    ))?;
+    c.exec(&format!(
+        "UPDATE recommendations SET payload = '{{\"qty\":4}}' WHERE id = {id}"
+    ))?;
+    c.expect(
+        &format!("SELECT payload AS v FROM recommendations WHERE id = {id}"),
+        "{\"qty\":4}",
+    )
+}
+
+fn ai_assistant(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("assistant")?;
+    let session = c.insert(&format!(
+        "INSERT INTO assistant_sessions (user_id, shop_id, title) VALUES ({user}, {shop}, 'probe')"
+    ))?;
+    c.insert(&format!("INSERT INTO assistant_messages (session_id, role, content) VALUES ({session}, 'user', 'hello')"))?;
+    c.insert(&format!("INSERT INTO assistant_messages (session_id, role, content) VALUES ({session}, 'assistant', 'hi')"))?;
+    c.exec(&format!(
+        "UPDATE assistant_sessions SET title = 'probed' WHERE id = {session}"
+    ))?;
+    c.expect(
+        &format!("SELECT s.title || ':' || CAST(count(m.id) AS TEXT) AS v FROM assistant_sessions s JOIN assistant_messages m ON m.session_id = s.id WHERE s.id = {session} GROUP BY s.title"),
+        "probed:2",
+    )
+}
+
+fn credit_reminders(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("reminders")?;
+    let credit = c.insert(&format!(
+        "INSERT INTO credits (shop_id, customer_name, customer_phone, amount_minor, currency) VALUES ({shop}, 'Debtor', '+1888', 900, 'USD')"
+    ))?;
+    c.exec(&format!(
+        "UPDATE credits SET last_reminder_at = '2026-05-04 12:00:00', reminder_count = reminder_count + 1, reminder_opt_out = TRUE WHERE id = {credit}"
+    ))?;
+    c.insert(&format!(
+        "INSERT INTO reminder_log (credit_id, channel, recipient, status, triggered_by) VALUES ({credit}, 'whatsapp', '+1888', 'sent', {user})"
+    ))?;
+    c.expect(
+        &format!(
+            "SELECT CAST(c.reminder_count AS TEXT) || ':' || CASE WHEN c.reminder_opt_out THEN 'out' ELSE 'in' END || ':' || l.status AS v \
+             FROM credits c JOIN reminder_log l ON l.credit_id = c.id WHERE c.id = {credit}"
+        ),
+        "1:out:sent",
+    )
+}
+
+fn staff_roles(c: &mut Ctx) -> Result<(), String> {
+    let user = c.insert("INSERT INTO users (username, password_hash, role) VALUES ('probe-manager', 'x', 'manager')")?;
+    c.exec(&format!(
+        "UPDATE users SET last_login_at = '2026-05-04 08:00:00', role = 'owner' WHERE id = {user}"
+    ))?;
+    c.expect(
+        &format!("SELECT CAST(role AS TEXT) || ':' || CAST(count(last_login_at) AS TEXT) AS v FROM users WHERE id = {user} GROUP BY role"),
+        "owner:1",
+    )
+}
+
+fn user_invites(c: &mut Ctx) -> Result<(), String> {
+    let (_, user) = c.shop_and_user("invites")?;
+    let invite = c.insert(&format!(
+        "INSERT INTO user_invites (email, role, token_hash, invited_by, expires_at) VALUES ('new@shop.example', 'cashier', 'probe-hash', {user}, '2026-06-01 00:00:00')"
+    ))?;
+    c.exec(&format!("UPDATE user_invites SET accepted_at = '2026-05-05 00:00:00', accepted_user_id = {user} WHERE id = {invite}"))?;
+    c.expect(&format!("SELECT email || ':' || CAST(role AS TEXT) AS v FROM user_invites WHERE id = {invite} AND accepted_at IS NOT NULL"), "new@shop.example:cashier")
+}
+
+fn webhooks(c: &mut Ctx) -> Result<(), String> {
+    let (_, user) = c.shop_and_user("webhooks")?;
+    let hook = c.insert(&format!(
+        "INSERT INTO api_webhooks (event, target_url, secret, created_by) VALUES ('sale.created', 'https://hooks.example/x', 's3cret', {user})"
+    ))?;
+    let event = c.insert(&format!("INSERT INTO webhook_events (webhook_id, event, payload) VALUES ({hook}, 'sale.created', '{{}}')"))?;
+    c.exec(&format!(
+        "UPDATE webhook_events SET attempts = attempts + 1, status = 'failed', last_error = 'timeout', next_attempt_at = '2026-05-04 10:00:00', last_response_code = 504 WHERE id = {event}"
+    ))?;
+    c.expect(
+        &format!("SELECT h.status || ':' || e.status || ':' || CAST(e.attempts AS TEXT) AS v FROM webhook_events e JOIN api_webhooks h ON h.id = e.webhook_id WHERE e.id = {event}"),
+        "active:failed:1",
+    )
+}
+
+fn audit_exports(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("exports")?;
+    let export = c.insert(&format!(
+        "INSERT INTO exports (requested_by, shop_id, kind, export_token, expires_at) VALUES ({user}, {shop}, 'audit_log', 'probe-token', '2026-06-01 00:00:00')"
+    ))?;
+    c.exec(&format!("UPDATE exports SET status = 'ready', file_path = '/exports/x.csv', completed_at = '2026-05-04 10:00:00' WHERE id = {export}"))?;
+    c.expect(
+        &format!("SELECT export_token || ':' || status AS v FROM exports WHERE id = {export}"),
+        "probe-token:ready",
+    )
+}
+
+fn sale_locks(c: &mut Ctx) -> Result<(), String> {
+    let (shop, user) = c.shop_and_user("locks")?;
+    let sale = c.sale(shop, user, "", 100)?;
+    c.exec(&format!(
+        "UPDATE sales SET locked_by = {user}, locked_at = '2026-05-04 23:00:00' WHERE id = {sale}"
+    ))?;
+    c.expect(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM sales WHERE id = {sale} AND locked_by = {user} AND locked_at IS NOT NULL"), "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_feature_with_a_migration_has_a_probe() {
+        for f in catalogue::FEATURES.iter().filter(|f| f.requires.is_some()) {
+            assert!(
+                PROBES.iter().any(|p| p.name == f.name),
+                "{} has no probe",
+                f.name
+            );
+        }
+        for p in PROBES {
+            assert!(
+                p.requires().is_some(),
+                "probe {} needs no migration",
+                p.name
+            );
+        }
+    }
+}
