@@ -442,3 +442,48 @@ fn pagination_and_filters() {
     assert_eq!(slugs("/v1/tenants?phase=3"), Vec::<String>::new());
     assert_eq!(slugs("/v1/tenants?server=default&status=active").len(), 7);
 }
+
+#[test]
+fn create_migrates_to_the_requested_schema_target() {
+    use tenantplane_migrations::catalogue;
+    let app = App::start();
+    let probe = Probe::SqliteDir(app.data_dir.join("tenants"));
+    let position = |v: &str| {
+        catalogue::versions()
+            .iter()
+            .position(|m| m.version == v)
+            .expect("known") as i64
+            + 1
+    };
+    let third = catalogue::versions()[2].version.clone();
+    let cases = [
+        (
+            "phase:2",
+            catalogue::phase_version(2).map(str::to_string),
+            Some(2),
+        ),
+        (
+            "phase:5",
+            catalogue::phase_version(5).map(str::to_string),
+            Some(6),
+        ),
+        (&*format!("version:{third}"), Some(third.clone()), None),
+        ("head", catalogue::head().map(str::to_string), Some(7)),
+    ];
+    for (i, (schema, version, phase)) in cases.into_iter().enumerate() {
+        let (s, t) = app.call(
+            "POST",
+            "/v1/tenants",
+            Some(json!({"slug": format!("target-{i}"), "name": "T", "schema": schema})),
+        );
+        assert_eq!(s, 201, "{schema}: {t}");
+        assert_eq!(t["schema_version"].as_str(), version.as_deref(), "{schema}");
+        assert_eq!(t["phase"].as_u64().map(|p| p as u8), phase, "{schema}");
+        let id = t["id"].as_str().expect("id");
+        assert_eq!(
+            probe.applied(id),
+            version.as_deref().map(position),
+            "{schema}: migrations applied"
+        );
+    }
+}
