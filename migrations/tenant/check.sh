@@ -6,7 +6,8 @@
 # PG_URL defaults to postgresql://postgres@127.0.0.1:5432/postgres; it must be
 # a postgres:// or postgresql:// URL of a role allowed to CREATE DATABASE. A
 # scratch database tp_tenant_check_<pid> is created and dropped again.
-# Set SKIP_PG=1 or SKIP_SQLITE=1 to check only one backend.
+# Set SKIP_PG=1 or SKIP_SQLITE=1 to check only one backend; KEEP_WORK=1 keeps
+# the scratch files (sample data, dumps) for inspection.
 #
 # Each migration is applied the way diesel applies it: the whole file in ONE
 # transaction (SQLite with PRAGMA foreign_keys=ON; PostgreSQL with psql -1 and
@@ -54,7 +55,7 @@ cleanup() {
         psql -X -q -d "$PG_URL" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 \
             || printf 'warning: could not drop scratch database %s\n' "$PG_DB" >&2
     fi
-    rm -rf "$WORK"
+    if [ "${KEEP_WORK:-0}" = 1 ]; then printf 'work files kept in %s\n' "$WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -508,6 +509,14 @@ check_postgres() {
     pg_x "INSERT INTO shop_profile (name) VALUES ('x'); INSERT INTO sales (shop_id, total_minor, currency, sold_at, customer_phone) VALUES (1, 5, 'KES', '2025-01-01 00:00:00', '1')"
     expect_eq "postgres: triggers of the second tenant write to its own tables" \
         "$(pg_q "SELECT (SELECT last_number FROM t_second.invoice_counters) || '/' || (SELECT count(*) FROM t_second.customer_metrics) || '/' || (SELECT count(*) FROM t_check.invoice_counters) || '/' || (SELECT count(*) FROM t_check.sales)")" "1/1/0/0"
+    # sessions whose search_path points at another tenant / at public, writing
+    # schema-qualified: the triggers must still use the second tenant's tables
+    PG_SCHEMA=t_check pg_x "INSERT INTO t_second.sales (shop_id, total_minor, currency, sold_at, customer_phone) VALUES (1, 7, 'KES', '2025-01-02 00:00:00', '1')"
+    PG_SCHEMA=public pg_x "INSERT INTO t_second.sales (shop_id, total_minor, currency, sold_at, customer_phone) VALUES (1, 9, 'KES', '2025-01-03 00:00:00', '1')"
+    PG_SCHEMA=public pg_x "DELETE FROM t_second.sales WHERE total_minor = 9"
+    expect_eq "postgres: triggers use the firing table's schema, whatever the search_path" \
+        "$(pg_q "SELECT string_agg(invoice_number::text, ',' ORDER BY id) || '/' || (SELECT last_number FROM t_second.invoice_counters) || '/' || (SELECT lifetime_value_minor || ':' || visit_count || ':' || last_purchase_at FROM t_second.customer_metrics) || '/' || (SELECT count(*) FROM t_check.invoice_counters) || '/' || (SELECT count(*) FROM t_check.customer_metrics) FROM t_second.sales")" \
+        "1,2/3/12:2:2025-01-02 00:00:00/0/0"
     expect_eq "postgres: nothing created outside the tenant schemas" "$(pg_count_outside)" "0"
     pg_x "DROP SCHEMA t_second CASCADE"
 
@@ -535,7 +544,9 @@ check_postgres() {
     pg_q "$ROLE_SNAPSHOT" > "$WORK/pg.roles0"
     pg_q "$EXPENSE_SNAPSHOT" > "$WORK/pg.exp0"
     expect_eq "postgres: sample data loaded" "$(pg_q "SELECT count(*) FROM sales")" "360"
-    expect_same_file "postgres: sample data identical to SQLite's (roles)" "$WORK/sq.roles0" "$WORK/pg.roles0"
+    if [ -f "$WORK/sq.roles0" ]; then
+        expect_same_file "postgres: sample data identical to SQLite's (roles)" "$WORK/sq.roles0" "$WORK/pg.roles0"
+    fi
     bad=0
     for m in "${LATER_MIGS[@]}"; do
         pg_data > "$WORK/d0"

@@ -9,8 +9,9 @@
 -- * once assigned, neither invoice_number nor the sale's shop_id can change
 --   (a sale moved to another shop would carry a number from the wrong
 --   sequence and could later collide with that shop's counter).
--- Nothing is schema-qualified: the trigger functions resolve invoice_counters
--- through the session's search_path (the tenant schema).
+-- Nothing is schema-qualified in this file: the tables land in the schema the
+-- migration runs in (search_path), and the trigger function finds
+-- invoice_counters next to the sales table that fired it (TG_TABLE_SCHEMA).
 ALTER TABLE sales ADD COLUMN invoice_number BIGINT;
 
 UPDATE sales
@@ -34,15 +35,22 @@ SELECT shop_id, MAX(invoice_number) FROM sales GROUP BY shop_id ORDER BY shop_id
 CREATE FUNCTION sales_invoice_number_assign() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- invoice_counters is taken from the schema of the table that fired the
+    -- trigger (TG_TABLE_SCHEMA), not from the session's search_path, so a
+    -- session pointed at another tenant can never bump this tenant's numbers.
     IF NEW.invoice_number IS NULL THEN
-        INSERT INTO invoice_counters AS c (shop_id, last_number)
-        VALUES (NEW.shop_id, 1)
-        ON CONFLICT (shop_id) DO UPDATE SET last_number = c.last_number + 1
-        RETURNING c.last_number INTO NEW.invoice_number;
+        EXECUTE format(
+            'INSERT INTO %I.invoice_counters AS c (shop_id, last_number) VALUES ($1, 1)
+             ON CONFLICT (shop_id) DO UPDATE SET last_number = c.last_number + 1
+             RETURNING c.last_number', TG_TABLE_SCHEMA)
+        INTO NEW.invoice_number
+        USING NEW.shop_id;
     ELSE
-        INSERT INTO invoice_counters AS c (shop_id, last_number)
-        VALUES (NEW.shop_id, NEW.invoice_number)
-        ON CONFLICT (shop_id) DO UPDATE SET last_number = GREATEST(c.last_number, EXCLUDED.last_number);
+        EXECUTE format(
+            'INSERT INTO %I.invoice_counters AS c (shop_id, last_number) VALUES ($1, $2)
+             ON CONFLICT (shop_id) DO UPDATE SET last_number = GREATEST(c.last_number, EXCLUDED.last_number)',
+            TG_TABLE_SCHEMA)
+        USING NEW.shop_id, NEW.invoice_number;
     END IF;
     RETURN NEW;
 END;

@@ -26,38 +26,50 @@ SELECT shop_id, customer_phone, SUM(total_minor), COUNT(*), MIN(sold_at), MAX(so
  GROUP BY shop_id, customer_phone
  ORDER BY shop_id, customer_phone;
 
+-- The function finds customer_metrics and sales in the schema of the table
+-- that fired it (TG_TABLE_SCHEMA), not through the session's search_path, so a
+-- session pointed at another tenant can never update this tenant's metrics.
 CREATE FUNCTION customer_metrics_apply_sale() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         IF OLD.customer_phone <> '' THEN
-            UPDATE customer_metrics AS m
-               SET lifetime_value_minor = m.lifetime_value_minor - OLD.total_minor,
-                   visit_count          = m.visit_count - 1
-             WHERE m.shop_id = OLD.shop_id AND m.customer_phone = OLD.customer_phone;
-            DELETE FROM customer_metrics AS m
-             WHERE m.shop_id = OLD.shop_id AND m.customer_phone = OLD.customer_phone
-               AND m.visit_count <= 0;
-            UPDATE customer_metrics AS m
-               SET first_purchase_at = agg.first_at,
-                   last_purchase_at  = agg.last_at
-              FROM (SELECT MIN(s.sold_at) AS first_at, MAX(s.sold_at) AS last_at
-                      FROM sales AS s
-                     WHERE s.shop_id = OLD.shop_id AND s.customer_phone = OLD.customer_phone) AS agg
-             WHERE m.shop_id = OLD.shop_id AND m.customer_phone = OLD.customer_phone
-               AND (OLD.sold_at <= m.first_purchase_at OR OLD.sold_at >= m.last_purchase_at);
+            EXECUTE format(
+                'UPDATE %I.customer_metrics AS m
+                    SET lifetime_value_minor = m.lifetime_value_minor - $3,
+                        visit_count          = m.visit_count - 1
+                  WHERE m.shop_id = $1 AND m.customer_phone = $2', TG_TABLE_SCHEMA)
+            USING OLD.shop_id, OLD.customer_phone, OLD.total_minor;
+            EXECUTE format(
+                'DELETE FROM %I.customer_metrics AS m
+                  WHERE m.shop_id = $1 AND m.customer_phone = $2 AND m.visit_count <= 0', TG_TABLE_SCHEMA)
+            USING OLD.shop_id, OLD.customer_phone;
+            -- the removed sale may have been the first or the last purchase
+            EXECUTE format(
+                'UPDATE %1$I.customer_metrics AS m
+                    SET first_purchase_at = agg.first_at,
+                        last_purchase_at  = agg.last_at
+                   FROM (SELECT MIN(s.sold_at) AS first_at, MAX(s.sold_at) AS last_at
+                           FROM %1$I.sales AS s
+                          WHERE s.shop_id = $1 AND s.customer_phone = $2) AS agg
+                  WHERE m.shop_id = $1 AND m.customer_phone = $2
+                    AND ($3 <= m.first_purchase_at OR $3 >= m.last_purchase_at)', TG_TABLE_SCHEMA)
+            USING OLD.shop_id, OLD.customer_phone, OLD.sold_at;
         END IF;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         IF NEW.customer_phone <> '' THEN
-            INSERT INTO customer_metrics AS m
-                   (shop_id, customer_phone, lifetime_value_minor, visit_count, first_purchase_at, last_purchase_at)
-            VALUES (NEW.shop_id, NEW.customer_phone, NEW.total_minor, 1, NEW.sold_at, NEW.sold_at)
-            ON CONFLICT (shop_id, customer_phone) DO UPDATE SET
-                lifetime_value_minor = m.lifetime_value_minor + EXCLUDED.lifetime_value_minor,
-                visit_count          = m.visit_count + 1,
-                first_purchase_at    = LEAST(m.first_purchase_at, EXCLUDED.first_purchase_at),
-                last_purchase_at     = GREATEST(m.last_purchase_at, EXCLUDED.last_purchase_at);
+            EXECUTE format(
+                'INSERT INTO %I.customer_metrics AS m
+                        (shop_id, customer_phone, lifetime_value_minor, visit_count, first_purchase_at, last_purchase_at)
+                 VALUES ($1, $2, $3, 1, $4, $4)
+                 ON CONFLICT (shop_id, customer_phone) DO UPDATE SET
+                     lifetime_value_minor = m.lifetime_value_minor + EXCLUDED.lifetime_value_minor,
+                     visit_count          = m.visit_count + 1,
+                     first_purchase_at    = LEAST(m.first_purchase_at, EXCLUDED.first_purchase_at),
+                     last_purchase_at     = GREATEST(m.last_purchase_at, EXCLUDED.last_purchase_at)',
+                TG_TABLE_SCHEMA)
+            USING NEW.shop_id, NEW.customer_phone, NEW.total_minor, NEW.sold_at;
         END IF;
     END IF;
     RETURN NULL;

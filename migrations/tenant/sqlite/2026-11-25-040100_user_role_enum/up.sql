@@ -10,6 +10,7 @@
 -- marks the rows that existed before this migration (it distinguishes an
 -- original NULL role from a user created afterwards). New rows: role_legacy
 -- NULL, role_legacy_present FALSE, role defaults to 'staff'.
+--
 -- SQLite cannot alter a column's type/CHECK: the table is rebuilt. Other
 -- tables reference users(id) (no ON DELETE actions), so foreign-key checks are
 -- deferred to COMMIT: DROP TABLE users counts the referencing rows as
