@@ -17,6 +17,8 @@ struct FileConfig {
     listen: Option<String>,
     operator_token: Option<String>,
     log_format: Option<String>,
+    worker_threads: Option<usize>,
+    worker_lease_s: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,10 @@ pub struct Config {
     /// Never printed: `Debug` shows only whether it is set.
     pub operator_token: Option<String>,
     pub log_format: LogFormat,
+    /// Tenants one worker process migrates at once (default: 2 per core).
+    pub worker_threads: Option<usize>,
+    /// Seconds a claimed task stays with a worker that stopped heartbeating.
+    pub worker_lease_s: u64,
 }
 
 impl fmt::Debug for Config {
@@ -49,6 +55,8 @@ impl fmt::Debug for Config {
                 &self.operator_token.as_ref().map(|_| "<set>"),
             )
             .field("log_format", &self.log_format)
+            .field("worker_threads", &self.worker_threads)
+            .field("worker_lease_s", &self.worker_lease_s)
             .finish()
     }
 }
@@ -94,12 +102,37 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log_format must be 'human' or 'json', not {other:?}"),
         };
+        let number = |name: &str, file: Option<u64>, default: u64| -> Result<u64> {
+            let v = match env(name) {
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{name} must be a number, not {v:?}"))?,
+                None => file.unwrap_or(default),
+            };
+            if v < 1 {
+                bail!("{name} must be at least 1");
+            }
+            Ok(v)
+        };
+        let worker_threads =
+            if env("TENANTPLANE_WORKER_THREADS").is_some() || file.worker_threads.is_some() {
+                Some(number(
+                    "TENANTPLANE_WORKER_THREADS",
+                    file.worker_threads.map(|n| n as u64),
+                    1,
+                )? as usize)
+            } else {
+                None
+            };
+        let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
         Ok(Config {
             data_dir,
             control_db,
             listen,
             operator_token,
             log_format,
+            worker_threads,
+            worker_lease_s,
         })
     }
 }

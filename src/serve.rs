@@ -32,10 +32,12 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
         demo::ensure_demo_fleet(&db)?;
     }
     let worker = if parts.worker {
-        Some(tenantplane_worker::start(
-            db.clone(),
-            tenantplane_worker::TICK,
-        )?)
+        let mut wc = tenantplane_worker::WorkerConfig::default();
+        if let Some(n) = config.worker_threads {
+            wc.threads = n;
+        }
+        wc.lease = std::time::Duration::from_secs(config.worker_lease_s);
+        Some(tenantplane_worker::start(db.clone(), wc)?)
     } else {
         None
     };

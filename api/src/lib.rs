@@ -49,7 +49,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::tenants::remove)
     .service(routes::servers::list)
     .service(routes::servers::create)
-    .service(routes::servers::get);
+    .service(routes::servers::get)
+    .service(routes::rollouts::create)
+    .service(routes::rollouts::list)
+    .service(routes::rollouts::get)
+    .service(routes::rollouts::tasks)
+    .service(routes::rollouts::pause)
+    .service(routes::rollouts::resume)
+    .service(routes::rollouts::cancel)
+    .service(routes::rollouts::retry)
+    .service(routes::rollouts::events)
+    .service(routes::metrics::prometheus);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -33,6 +33,16 @@ impl Modify for BearerAuth {
         routes::servers::list,
         routes::servers::create,
         routes::servers::get,
+        routes::rollouts::create,
+        routes::rollouts::list,
+        routes::rollouts::get,
+        routes::rollouts::tasks,
+        routes::rollouts::pause,
+        routes::rollouts::resume,
+        routes::rollouts::cancel,
+        routes::rollouts::retry,
+        routes::rollouts::events,
+        routes::metrics::prometheus,
     ),
     modifiers(&BearerAuth)
 )]

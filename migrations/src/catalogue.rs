@@ -248,6 +248,13 @@ pub fn phase_of(version: Option<&str>) -> Option<u8> {
         .find(|&n| phase_version(n).is_some_and(|v| v <= version))
 }
 
+/// The version a schema is at after reverting `version` (the one before it).
+pub fn previous(version: &str) -> Option<&'static str> {
+    let all = versions();
+    let i = all.iter().position(|m| m.version == version)?;
+    i.checked_sub(1).map(|j| all[j].version.as_str())
+}
+
 /// Looks a feature up by name.
 pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)

@@ -196,38 +196,47 @@ pub fn probes_for(version: Option<&str>) -> Vec<&'static Probe> {
         .collect()
 }
 
-/// Runs every probe for `version` inside one transaction that is rolled back;
-/// returns the names of the probes that passed (all of them, or an error).
-pub fn run(
-    mut conn: ProbeConn<'_>,
-    version: Option<&str>,
-) -> Result<Vec<&'static str>, ProbeError> {
+/// Runs every probe for `version` inside a transaction that is always rolled
+/// back (a savepoint when the caller already has a transaction open); returns
+/// the names of the probes that passed (all of them, or an error).
+pub fn run(conn: ProbeConn<'_>, version: Option<&str>) -> Result<Vec<&'static str>, ProbeError> {
     let probes = probes_for(version);
-    let begin = |c: &mut Ctx| c.exec("BEGIN");
-    let mut ctx = Ctx { conn: &mut conn };
-    begin(&mut ctx).map_err(|message| ProbeError::Failed {
-        probe: "begin",
-        message,
-    })?;
-    let mut result = Ok(Vec::new());
-    for p in &probes {
-        if let Err(message) = (p.run)(&mut ctx) {
-            result = Err(ProbeError::Failed {
-                probe: p.name,
-                message,
-            });
-            break;
+    let mut outcome: Result<Vec<&'static str>, ProbeError> = Ok(Vec::new());
+    let mut body = |ctx: &mut Ctx| {
+        for p in &probes {
+            if let Err(message) = (p.run)(ctx) {
+                outcome = Err(ProbeError::Failed {
+                    probe: p.name,
+                    message,
+                });
+                break;
+            }
+            if let Ok(done) = &mut outcome {
+                done.push(p.name);
+            }
         }
-        if let Ok(done) = &mut result {
-            done.push(p.name);
-        }
+        // Always roll back: probes never leave data behind.
+        Err::<(), _>(diesel::result::Error::RollbackTransaction)
+    };
+    let rolled_back = match conn {
+        ProbeConn::Sqlite(c) => c.transaction(|c| {
+            body(&mut Ctx {
+                conn: &mut ProbeConn::Sqlite(c),
+            })
+        }),
+        ProbeConn::Postgres(c) => c.transaction(|c| {
+            body(&mut Ctx {
+                conn: &mut ProbeConn::Postgres(c),
+            })
+        }),
+    };
+    match rolled_back {
+        Err(diesel::result::Error::RollbackTransaction) | Ok(()) => outcome,
+        Err(e) => Err(ProbeError::Failed {
+            probe: "rollback",
+            message: e.to_string(),
+        }),
     }
-    // Always roll back: probes never leave data behind.
-    ctx.exec("ROLLBACK").map_err(|message| ProbeError::Failed {
-        probe: "rollback",
-        message,
-    })?;
-    result
 }
 
 fn baseline(c: &mut Ctx) -> Result<(), String> {

@@ -7,10 +7,14 @@
 pub mod audit;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod registry;
+pub mod rollouts;
 pub mod schema;
 pub mod servers;
+pub mod tasks;
 pub mod tenant_db;
+pub mod tenant_run;
 pub mod time;
 pub mod tokens;
 pub mod validate;

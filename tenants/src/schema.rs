@@ -69,10 +69,83 @@ diesel::table! {
 
 diesel::joinable!(tenants -> database_servers (server_id));
 diesel::joinable!(tenant_labels -> tenants (tenant_id));
+
+diesel::table! {
+    rollouts (id) {
+        id -> Text,
+        target -> Text,
+        target_version -> Nullable<Text>,
+        selector -> Text,
+        waves -> Text,
+        state -> Text,
+        current_wave -> Integer,
+        wave_count -> Integer,
+        concurrency -> Integer,
+        per_server_concurrency -> Integer,
+        max_attempts -> Integer,
+        backoff_base_ms -> BigInt,
+        backoff_max_ms -> BigInt,
+        timeout_s -> Integer,
+        max_failed -> Nullable<Integer>,
+        max_failed_percent -> Nullable<Integer>,
+        failures_forgiven -> Integer,
+        verify -> Bool,
+        priority -> Integer,
+        total -> Integer,
+        halt_reason -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        rollout_id -> Text,
+        tenant_id -> Text,
+        server_id -> Text,
+        wave -> Integer,
+        priority -> Integer,
+        state -> Text,
+        from_version -> Nullable<Text>,
+        to_version -> Nullable<Text>,
+        reached_version -> Nullable<Text>,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        error_version -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        duration_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    migration_runs (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        task_id -> Nullable<BigInt>,
+        version -> Text,
+        direction -> Text,
+        worker -> Text,
+        ran_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tasks -> rollouts (rollout_id));
+diesel::joinable!(tasks -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(
     database_servers,
     tenants,
     tenant_labels,
     api_tokens,
-    audit_log
+    audit_log,
+    rollouts,
+    tasks,
+    migration_runs,
 );

@@ -1,59 +1,161 @@
 //! The worker: background work driven only by rows in the control database.
 //!
-//! Today it runs the provisioning sweeper (tenants left `provisioning` by a
-//! crashed process are cleaned up); the rollout engine, backups and schedules
-//! join it here.
+//! - Executor threads claim rollout tasks (leases), migrate one tenant each
+//!   (`tenant_run`), and record the outcome.
+//! - A maintenance thread extends the leases of running tasks, moves rollouts
+//!   through their waves, and sweeps tenants left `provisioning` by a crash.
+//!
+//! Any number of worker processes may share a PostgreSQL control database: a
+//! task belongs to whoever holds its lease, and a killed worker's leases
+//! expire so others take its tasks over.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
+mod executor;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tenantplane_tenants::registry::{sweep_abandoned, PROVISIONING_GRACE};
-use tenantplane_tenants::ControlDb;
+use tenantplane_tenants::{tasks, ControlDb};
 
-/// How often the worker looks for work when idle.
-pub const TICK: Duration = Duration::from_secs(30);
-
-/// A running worker; dropping the handle does not stop it, [`WorkerHandle::stop`] does.
-pub struct WorkerHandle {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Executor threads: tenants this process migrates at once.
+    pub threads: usize,
+    /// How long a claimed task stays ours without a heartbeat.
+    pub lease: Duration,
+    /// How long an idle executor waits before looking for work again.
+    pub poll: Duration,
+    /// SQLite: how long to wait for a tenant's lock before retrying later.
+    pub lock_wait: Duration,
 }
 
-impl WorkerHandle {
-    /// Asks the worker to stop and waits for its current job to finish.
-    pub fn stop(self) {
-        let _ = self.stop.send(());
-        if self.thread.join().is_err() {
-            tracing::error!("worker thread panicked");
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        WorkerConfig {
+            threads: (cores * 2).max(2),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(200),
+            lock_wait: Duration::from_millis(1000),
         }
     }
 }
 
-/// One pass over every job the worker runs.
-pub fn tick(db: &ControlDb) {
-    match sweep_abandoned(db, PROVISIONING_GRACE) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "provisioning sweep done"),
-        Err(e) => tracing::warn!(error = %e, "provisioning sweep failed"),
+/// A running worker. [`WorkerHandle::stop`] lets the tasks in hand finish.
+pub struct WorkerHandle {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub id: String,
+}
+
+impl WorkerHandle {
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
     }
 }
 
-/// Starts the worker on its own thread.
-pub fn start(db: ControlDb, tick_every: Duration) -> std::io::Result<WorkerHandle> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || {
-            tracing::info!("worker started");
-            loop {
-                tick(&db);
-                match stopped.recv_timeout(tick_every) {
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
+/// Shared between the threads of one worker process.
+struct Shared {
+    db: ControlDb,
+    id: String,
+    config: WorkerConfig,
+    stop: Arc<AtomicBool>,
+    in_flight: Mutex<HashSet<i64>>,
+}
+
+impl Shared {
+    /// Sleeps up to `d`, waking early when asked to stop.
+    fn nap(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stop.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-            tracing::info!("worker stopped");
-        })?;
-    Ok(WorkerHandle { stop, thread })
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the worker threads.
+pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandle> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let id = format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        db,
+        id: id.clone(),
+        config: config.clone(),
+        stop: stop.clone(),
+        in_flight: Mutex::new(HashSet::new()),
+    });
+    let mut threads = Vec::new();
+    for n in 0..config.threads {
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("executor-{n}"))
+                .spawn(move || executor::run(&s))?,
+        );
+    }
+    let s = shared.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || maintenance(&s))?,
+    );
+    tracing::info!(worker = %id, threads = config.threads, "worker started");
+    Ok(WorkerHandle { stop, threads, id })
+}
+
+/// Heartbeats, wave advancement, the provisioning sweep.
+fn maintenance(s: &Shared) {
+    let beat = (s.config.lease / 3).max(Duration::from_millis(100));
+    let mut last_sweep: Option<Instant> = None;
+    let mut last_advance = Instant::now();
+    while !s.stopping() {
+        let ids: Vec<i64> = s
+            .in_flight
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        if let Err(e) = tasks::heartbeat(&s.db, &s.id, &ids, s.config.lease) {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        if last_advance.elapsed() >= Duration::from_secs(2) {
+            if let Err(e) = tasks::advance_all(&s.db) {
+                tracing::warn!(error = %e, "advancing rollouts failed");
+            }
+            last_advance = Instant::now();
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            match sweep_abandoned(&s.db, PROVISIONING_GRACE) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "provisioning sweep done"),
+                Err(e) => tracing::warn!(error = %e, "provisioning sweep failed"),
+            }
+            last_sweep = Some(Instant::now());
+        }
+        s.nap(beat);
+    }
 }

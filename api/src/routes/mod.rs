@@ -1,3 +1,5 @@
 pub mod health;
+pub mod metrics;
+pub mod rollouts;
 pub mod servers;
 pub mod tenants;

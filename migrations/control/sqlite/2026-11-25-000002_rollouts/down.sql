@@ -1,0 +1,3 @@
+DROP TABLE migration_runs;
+DROP TABLE tasks;
+DROP TABLE rollouts;

@@ -1,0 +1,354 @@
+//! The worker's side of the control database: claiming tasks with leases,
+//! heartbeats, recording outcomes, and moving rollouts through their waves.
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use rand::Rng;
+use tenantplane_migrations::{Step, StepDirection};
+
+use crate::db::{write_tx, ControlConnection, ControlDb};
+use crate::error::Result;
+use crate::rollouts::{self, set_state};
+use crate::schema::{migration_runs, rollouts as rollouts_t, tasks, tenants};
+
+/// A task a worker holds the lease of, with what it needs to run it.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimedTask {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub rollout_id: String,
+    #[diesel(sql_type = Text)]
+    pub tenant_id: String,
+    #[diesel(sql_type = Text)]
+    pub server_id: String,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Integer)]
+    pub max_attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub to_version: Option<String>,
+}
+
+/// The rollout settings a task runs under.
+#[derive(Debug, Clone, Queryable)]
+pub struct TaskPolicy {
+    pub verify: bool,
+    pub timeout_s: i32,
+    pub backoff_base_ms: i64,
+    pub backoff_max_ms: i64,
+}
+
+/// Candidates: a running rollout, a started wave, under the rollout's and the
+/// server's concurrency. `{lock}` is `FOR UPDATE OF t SKIP LOCKED` on
+/// PostgreSQL. `$1` worker, `$2` lease expiry, `$3` now.
+const CLAIM: &str = "
+UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2,
+       attempts = attempts + 1, started_at = COALESCE(started_at, $3)
+ WHERE id = (
+   SELECT t.id FROM tasks t JOIN rollouts r ON r.id = t.rollout_id
+    WHERE t.state = '{state}' AND {due}
+      AND r.state = 'running' AND t.wave <= r.current_wave
+      AND (SELECT count(*) FROM tasks x WHERE x.rollout_id = t.rollout_id AND x.state = 'running'
+              AND x.lease_expires_at >= $3) < r.concurrency
+      AND (SELECT count(*) FROM tasks x WHERE x.rollout_id = t.rollout_id AND x.server_id = t.server_id
+              AND x.state = 'running' AND x.lease_expires_at >= $3) < r.per_server_concurrency
+    ORDER BY t.priority DESC, t.id
+    LIMIT 1 {lock})
+RETURNING id, rollout_id, tenant_id, server_id, attempts, max_attempts, to_version";
+
+/// Serialises claims on PostgreSQL so the concurrency counts cannot race.
+const CLAIM_LOCK: i64 = 0x7465_6e61_6e74_0010;
+
+/// Claims the next runnable task: first a task whose lease expired (its
+/// worker died), then a pending one that is due.
+pub fn claim(
+    db: &ControlDb,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<(ClaimedTask, TaskPolicy)>> {
+    let mut conn = db.conn()?;
+    let now = Utc::now().naive_utc();
+    let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
+        for (state, due) in [
+            ("running", "t.lease_expires_at < $3"),
+            ("pending", "t.next_attempt_at <= $3"),
+        ] {
+            let sql = CLAIM.replace("{state}", state).replace("{due}", due);
+            let rows: Vec<ClaimedTask> = match conn {
+                ControlConnection::Postgres(pg) => {
+                    diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
+                        .bind::<Text, _>(worker)
+                        .bind::<Timestamp, _>(expires)
+                        .bind::<Timestamp, _>(now)
+                        .load(pg)?
+                }
+                ControlConnection::Sqlite(lite) => {
+                    diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
+                        .bind::<Text, _>(worker)
+                        .bind::<Timestamp, _>(expires)
+                        .bind::<Timestamp, _>(now)
+                        .load(lite)?
+                }
+            };
+            if let Some(task) = rows.into_iter().next() {
+                return Ok(Some(task));
+            }
+        }
+        Ok(None)
+    })?;
+    let Some(task) = claimed else { return Ok(None) };
+    let policy: TaskPolicy = rollouts_t::table
+        .find(&task.rollout_id)
+        .select((
+            rollouts_t::verify,
+            rollouts_t::timeout_s,
+            rollouts_t::backoff_base_ms,
+            rollouts_t::backoff_max_ms,
+        ))
+        .first(&mut conn)?;
+    Ok(Some((task, policy)))
+}
+
+/// Extends the leases of the tasks this worker is running.
+pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let expires = Utc::now().naive_utc()
+        + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let mut conn = db.conn()?;
+    Ok(diesel::update(
+        tasks::table
+            .filter(tasks::id.eq_any(ids))
+            .filter(tasks::lease_owner.eq(worker))
+            .filter(tasks::state.eq("running")),
+    )
+    .set(tasks::lease_expires_at.eq(expires))
+    .execute(&mut conn)?)
+}
+
+/// What running a task came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The tenant schema's version afterwards (durably committed), when known.
+    pub reached: Option<String>,
+    /// False when the run failed before reading the tenant's versions: then
+    /// `reached` says nothing and the control DB keeps what it had.
+    pub reached_known: bool,
+    /// The steps that were committed.
+    pub applied: Vec<Step>,
+    pub error: Option<TaskError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskError {
+    pub message: String,
+    /// The migration version that failed, when one did.
+    pub version: Option<String>,
+    /// Worth retrying (locked, busy, connection trouble, timeouts).
+    pub transient: bool,
+}
+
+/// Exponential backoff with full jitter: a random delay in
+/// `[0, min(max, base * 2^(attempt-1))]`.
+pub fn backoff(attempt: i32, base_ms: i64, max_ms: i64) -> Duration {
+    let exp = base_ms
+        .saturating_mul(1i64 << (attempt.clamp(1, 30) - 1) as u32)
+        .min(max_ms)
+        .max(1);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=exp as u64))
+}
+
+/// Records the outcome of a task this worker holds. The tenant's
+/// `schema_version` follows what the tenant database durably reached. Does
+/// nothing if the lease was lost (another worker took the task over).
+pub fn complete(
+    db: &ControlDb,
+    worker: &str,
+    task: &ClaimedTask,
+    policy: &TaskPolicy,
+    outcome: &Outcome,
+    duration: Duration,
+) -> Result<bool> {
+    let mut conn = db.conn()?;
+    let now = Utc::now().naive_utc();
+    write_tx(&mut conn, None, |conn| {
+        let ours = tasks::table
+            .filter(tasks::id.eq(task.id))
+            .filter(tasks::lease_owner.eq(worker))
+            .filter(tasks::state.eq("running"));
+        let still_ours: i64 = ours.count().get_result(conn)?;
+        if still_ours == 0 {
+            tracing::warn!(task_id = task.id, tenant_id = %task.tenant_id, "lease lost before completion; leaving the task to its new owner");
+            return Ok(false);
+        }
+        if outcome.reached_known {
+            diesel::update(tenants::table.find(&task.tenant_id))
+                .set((
+                    tenants::schema_version.eq(outcome.reached.as_deref()),
+                    tenants::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        for step in &outcome.applied {
+            diesel::insert_into(migration_runs::table)
+                .values((
+                    migration_runs::tenant_id.eq(&task.tenant_id),
+                    migration_runs::task_id.eq(Some(task.id)),
+                    migration_runs::version.eq(&step.version),
+                    migration_runs::direction.eq(match step.direction {
+                        StepDirection::Up => "up",
+                        StepDirection::Down => "down",
+                    }),
+                    migration_runs::worker.eq(worker),
+                    migration_runs::ran_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        let ms = duration.as_millis() as i64;
+        match &outcome.error {
+            None => {
+                diesel::update(tasks::table.find(task.id))
+                    .set((
+                        tasks::state.eq("succeeded"),
+                        tasks::reached_version.eq(outcome.reached.as_deref()),
+                        tasks::finished_at.eq(Some(now)),
+                        tasks::duration_ms.eq(Some(ms)),
+                        tasks::lease_owner.eq(None::<String>),
+                        tasks::lease_expires_at.eq(None::<NaiveDateTime>),
+                        tasks::last_error.eq(None::<String>),
+                        tasks::error_version.eq(None::<String>),
+                    ))
+                    .execute(conn)?;
+            }
+            Some(err) if err.transient && task.attempts < task.max_attempts => {
+                let delay = backoff(task.attempts, policy.backoff_base_ms, policy.backoff_max_ms);
+                let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                diesel::update(tasks::table.find(task.id))
+                    .set((
+                        tasks::state.eq("pending"),
+                        tasks::next_attempt_at.eq(next),
+                        tasks::reached_version.eq(outcome.reached.as_deref()),
+                        tasks::lease_owner.eq(None::<String>),
+                        tasks::lease_expires_at.eq(None::<NaiveDateTime>),
+                        tasks::last_error.eq(Some(&err.message)),
+                        tasks::error_version.eq(err.version.as_deref()),
+                    ))
+                    .execute(conn)?;
+            }
+            Some(err) => {
+                diesel::update(tasks::table.find(task.id))
+                    .set((
+                        tasks::state.eq("failed"),
+                        tasks::reached_version.eq(outcome.reached.as_deref()),
+                        tasks::finished_at.eq(Some(now)),
+                        tasks::duration_ms.eq(Some(ms)),
+                        tasks::lease_owner.eq(None::<String>),
+                        tasks::lease_expires_at.eq(None::<NaiveDateTime>),
+                        tasks::last_error.eq(Some(&err.message)),
+                        tasks::error_version.eq(err.version.as_deref()),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        advance(conn, &task.rollout_id)?;
+        Ok(true)
+    })
+}
+
+/// Moves a running rollout on: halts it when the failure budget is spent,
+/// opens the next wave when the current one is done, finishes it when no task
+/// is left. Call inside a write transaction.
+pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
+    let r = rollouts::find_row(conn, rollout_id)?;
+    if r.state != "running" {
+        return Ok(());
+    }
+    let now = Utc::now().naive_utc();
+    let by_wave: Vec<(i32, String, i64)> = tasks::table
+        .filter(tasks::rollout_id.eq(rollout_id))
+        .group_by((tasks::wave, tasks::state))
+        .select((tasks::wave, tasks::state, count_star()))
+        .load(conn)?;
+    let sum = |pred: &dyn Fn(i32, &str) -> bool| -> i64 {
+        by_wave
+            .iter()
+            .filter(|(w, s, _)| pred(*w, s))
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let failed = sum(&|_, s| s == "failed") - i64::from(r.failures_forgiven);
+    let finished = sum(&|_, s| s == "failed" || s == "succeeded");
+    let mut wave = r.current_wave;
+    let open_in = |w: i32| sum(&|tw, s| tw <= w && (s == "pending" || s == "running"));
+    let wave_done = open_in(wave) == 0;
+
+    let over_count = r.max_failed.is_some_and(|m| failed > i64::from(m));
+    let eligible = i64::from(r.total) - sum(&|_, s| s == "skipped");
+    let over_percent = r.max_failed_percent.is_some_and(|p| {
+        (finished >= 10.min(eligible) || wave_done)
+            && finished > 0
+            && failed * 100 > i64::from(p) * finished
+    });
+    if failed > 0 && (over_count || over_percent) {
+        let reason =
+            format!("failure budget exceeded: {failed} of {finished} finished tenants failed");
+        set_state(conn, rollout_id, "halted", Some(&reason), now)?;
+        tracing::warn!(rollout_id, %reason, "rollout halted");
+        return Ok(());
+    }
+    while open_in(wave) == 0 && wave + 1 < r.wave_count {
+        wave += 1;
+    }
+    if wave != r.current_wave {
+        diesel::update(rollouts_t::table.find(rollout_id))
+            .set((
+                rollouts_t::current_wave.eq(wave),
+                rollouts_t::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        tracing::info!(rollout_id, wave, "next wave");
+    }
+    let open_total = sum(&|_, s| s == "pending" || s == "running");
+    if open_total == 0 {
+        let state = if sum(&|_, s| s == "failed") > 0 {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        set_state(conn, rollout_id, state, None, now)?;
+        diesel::update(rollouts_t::table.find(rollout_id))
+            .set(rollouts_t::finished_at.eq(Some(now)))
+            .execute(conn)?;
+        tracing::info!(rollout_id, state, "rollout finished");
+    }
+    Ok(())
+}
+
+/// `advance` for every running rollout (a periodic safety net for rollouts
+/// whose last completion raced a crash).
+pub fn advance_all(db: &ControlDb) -> Result<()> {
+    let mut conn = db.conn()?;
+    let running: Vec<String> = rollouts_t::table
+        .filter(rollouts_t::state.eq("running"))
+        .select(rollouts_t::id)
+        .load(&mut conn)?;
+    for id in running {
+        write_tx(&mut conn, None, |conn| advance(conn, &id))?;
+    }
+    Ok(())
+}
+
+/// Makes SQLite readers of this connection see the latest commits (no-op
+/// helper kept for symmetry with PostgreSQL, where every statement does).
+pub fn ping(db: &ControlDb) -> Result<()> {
+    db.conn()?.batch_execute("SELECT 1")?;
+    Ok(())
+}
