@@ -78,6 +78,7 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
 
 /// `worker` alone: run until SIGINT/SIGTERM.
 fn wait_for_signal() -> Result<()> {
+    println!("tenantplane worker running");
     actix_web::rt::System::new().block_on(async {
         let mut term = actix_web::rt::signal::unix::signal(
             actix_web::rt::signal::unix::SignalKind::terminate(),

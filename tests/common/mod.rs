@@ -33,6 +33,8 @@ pub struct AppOptions {
     pub control_db: Option<String>,
     pub operator_token: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Extra environment, e.g. `TENANTPLANE_WORKER_LEASE_S`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for AppOptions {
@@ -42,6 +44,7 @@ impl Default for AppOptions {
             control_db: None,
             operator_token: Some(TOKEN.into()),
             data_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -94,6 +97,9 @@ impl App {
         if let Some(t) = &opts.operator_token {
             cmd.env("TENANTPLANE_OPERATOR_TOKEN", t);
         }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("spawn tenantplane");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel::<String>();
@@ -109,9 +115,11 @@ impl App {
         loop {
             match rx.recv_timeout(Duration::from_secs(120)) {
                 Ok(line) => {
+                    // An API prints its address; a worker-only process says it runs.
                     let url = line
                         .strip_prefix("tenantplane listening on ")
-                        .map(str::to_string);
+                        .map(str::to_string)
+                        .or_else(|| (line == "tenantplane worker running").then(String::new));
                     lines.push(line);
                     if let Some(url) = url {
                         return App {
@@ -217,4 +225,38 @@ pub fn error_code(body: &Value) -> String {
         "error without message: {body}"
     );
     code.to_string()
+}
+
+/// The versions applied to a SQLite tenant database (`t_<id>.db` in `dir`),
+/// oldest first.
+pub fn sqlite_applied(dir: &std::path::Path, tenant_id: &str) -> Vec<String> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct V {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let path = dir.join(format!("t_{}.db", tenant_id.replace('-', "")));
+    let mut c =
+        diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open tenant db");
+    let mut v: Vec<String> = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+        .load::<V>(&mut c)
+        .map(|rows| rows.into_iter().map(|r| r.version).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit` (then panics with `what`).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
