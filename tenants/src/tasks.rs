@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
-use diesel::connection::SimpleConnection;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
@@ -265,46 +264,56 @@ pub fn complete(
 
 /// Moves a running rollout on: halts it when the failure budget is spent,
 /// opens the next wave when the current one is done, finishes it when no task
-/// is left. Call inside a write transaction.
+/// is left. Call inside a write transaction. Runs after every completion, so
+/// it uses only indexed probes (`tasks (rollout_id, state, wave)`), never a
+/// scan of the whole rollout.
 pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     let r = rollouts::find_row(conn, rollout_id)?;
     if r.state != "running" {
         return Ok(());
     }
     let now = Utc::now().naive_utc();
-    let by_wave: Vec<(i32, String, i64)> = tasks::table
-        .filter(tasks::rollout_id.eq(rollout_id))
-        .group_by((tasks::wave, tasks::state))
-        .select((tasks::wave, tasks::state, count_star()))
-        .load(conn)?;
-    let sum = |pred: &dyn Fn(i32, &str) -> bool| -> i64 {
-        by_wave
-            .iter()
-            .filter(|(w, s, _)| pred(*w, s))
-            .map(|(_, _, n)| n)
-            .sum()
+    let in_state = |conn: &mut ControlConnection, state: &str| -> Result<i64> {
+        Ok(tasks::table
+            .filter(tasks::rollout_id.eq(rollout_id))
+            .filter(tasks::state.eq(state))
+            .select(count_star())
+            .first(conn)?)
     };
-    let failed = sum(&|_, s| s == "failed") - i64::from(r.failures_forgiven);
-    let finished = sum(&|_, s| s == "failed" || s == "succeeded");
-    let mut wave = r.current_wave;
-    let open_in = |w: i32| sum(&|tw, s| tw <= w && (s == "pending" || s == "running"));
-    let wave_done = open_in(wave) == 0;
+    // Is any task of waves up to `wave` still pending or running?
+    let open_upto = |conn: &mut ControlConnection, wave: i32| -> Result<bool> {
+        let first: Option<i64> = tasks::table
+            .filter(tasks::rollout_id.eq(rollout_id))
+            .filter(tasks::state.eq_any(["pending", "running"]))
+            .filter(tasks::wave.le(wave))
+            .select(tasks::id)
+            .first(conn)
+            .optional()?;
+        Ok(first.is_some())
+    };
+    let wave_done = !open_upto(conn, r.current_wave)?;
 
-    let over_count = r.max_failed.is_some_and(|m| failed > i64::from(m));
-    let eligible = i64::from(r.total) - sum(&|_, s| s == "skipped");
-    let over_percent = r.max_failed_percent.is_some_and(|p| {
-        (finished >= 10.min(eligible) || wave_done)
-            && finished > 0
-            && failed * 100 > i64::from(p) * finished
-    });
-    if failed > 0 && (over_count || over_percent) {
-        let reason =
-            format!("failure budget exceeded: {failed} of {finished} finished tenants failed");
-        set_state(conn, rollout_id, "halted", Some(&reason), now)?;
-        tracing::warn!(rollout_id, %reason, "rollout halted");
+    let failed = in_state(conn, "failed")? - i64::from(r.failures_forgiven);
+    if failed > 0 && (r.max_failed.is_some() || r.max_failed_percent.is_some()) {
+        let finished = failed + in_state(conn, "succeeded")?;
+        let eligible = i64::from(r.total) - in_state(conn, "skipped")?;
+        let over_count = r.max_failed.is_some_and(|m| failed > i64::from(m));
+        let over_percent = r.max_failed_percent.is_some_and(|p| {
+            (finished >= 10.min(eligible) || wave_done) && failed * 100 > i64::from(p) * finished
+        });
+        if over_count || over_percent {
+            let reason =
+                format!("failure budget exceeded: {failed} of {finished} finished tenants failed");
+            set_state(conn, rollout_id, "halted", Some(&reason), now)?;
+            tracing::warn!(rollout_id, %reason, "rollout halted");
+            return Ok(());
+        }
+    }
+    if !wave_done {
         return Ok(());
     }
-    while open_in(wave) == 0 && wave + 1 < r.wave_count {
+    let mut wave = r.current_wave;
+    while wave + 1 < r.wave_count && !open_upto(conn, wave)? {
         wave += 1;
     }
     if wave != r.current_wave {
@@ -316,9 +325,8 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
             .execute(conn)?;
         tracing::info!(rollout_id, wave, "next wave");
     }
-    let open_total = sum(&|_, s| s == "pending" || s == "running");
-    if open_total == 0 {
-        let state = if sum(&|_, s| s == "failed") > 0 {
+    if !open_upto(conn, i32::MAX)? {
+        let state = if in_state(conn, "failed")? > 0 {
             "failed"
         } else {
             "succeeded"
@@ -343,12 +351,5 @@ pub fn advance_all(db: &ControlDb) -> Result<()> {
     for id in running {
         write_tx(&mut conn, None, |conn| advance(conn, &id))?;
     }
-    Ok(())
-}
-
-/// Makes SQLite readers of this connection see the latest commits (no-op
-/// helper kept for symmetry with PostgreSQL, where every statement does).
-pub fn ping(db: &ControlDb) -> Result<()> {
-    db.conn()?.batch_execute("SELECT 1")?;
     Ok(())
 }

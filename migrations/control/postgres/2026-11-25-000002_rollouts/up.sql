@@ -53,7 +53,8 @@ CREATE TABLE tasks (
     duration_ms       BIGINT,
     UNIQUE (rollout_id, tenant_id)
 );
-CREATE INDEX tasks_state_next_attempt_at_idx ON tasks (state, next_attempt_at);
+-- The claim walks pending tasks in (priority DESC, id) order.
+CREATE INDEX tasks_claim_idx ON tasks (state, priority DESC, id);
 CREATE INDEX tasks_rollout_id_state_idx ON tasks (rollout_id, state, wave);
 CREATE INDEX tasks_tenant_id_idx ON tasks (tenant_id);
 
