@@ -4,8 +4,12 @@
 use std::net::TcpListener;
 
 use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tenantplane_api::AppState;
-use tenantplane_tenants::{servers, tokens, ControlDb};
+
+use tenantplane_tenants::flags::FlagCache;
+use tenantplane_tenants::{plans, servers, tokens, ControlDb};
 
 use crate::config::Config;
 use crate::demo;
@@ -22,6 +26,7 @@ pub struct Parts {
 pub fn open_control(config: &Config) -> Result<ControlDb> {
     let db = ControlDb::open(&config.control_db).context("opening the control database")?;
     servers::ensure_default(&db, &config.data_dir).context("registering the default server")?;
+    plans::ensure_defaults(&db).context("creating the default plans")?;
     Ok(db)
 }
 
@@ -66,12 +71,25 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2);
-    actix_web::rt::System::new().block_on(async move {
-        let server = tenantplane_api::server(listener, AppState { db, operator }, workers)?;
+    let flags = FlagCache::load(&db).context("loading plans, overrides and keys")?;
+    let stop_refresh = Arc::new(AtomicBool::new(false));
+    let refresher = flags.start_refresher(stop_refresh.clone())?;
+    let served = actix_web::rt::System::new().block_on(async move {
+        let state = AppState {
+            db,
+            operator,
+            flags,
+        };
+        let server = tenantplane_api::server(listener, state, workers)?;
         println!("tenantplane listening on http://{addr}");
         tracing::info!(%addr, "API listening");
         server.await
-    })?;
+    });
+    stop_refresh.store(true, Ordering::SeqCst);
+    if refresher.join().is_err() {
+        tracing::error!("the feature refresher panicked");
+    }
+    served?;
     tracing::info!("API stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
-use tenantplane_tenants::Actor;
+use tenantplane_tenants::{tokens, Actor};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -40,20 +40,68 @@ pub fn actor(req: &HttpRequest, id: String) -> Actor {
     }
 }
 
+fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+}
+
 impl FromRequest for Operator {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = (|| {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let state = state(req)?;
             let token = bearer(req)?;
-            if !state.operator.accepts(token) {
-                return Err(ApiError::Unauthorized("invalid token".into()));
+            if state.operator.accepts(token) {
+                return Ok(Operator(actor(req, "operator".to_string())));
             }
-            Ok(Operator(actor(req, "operator".to_string())))
+            if state
+                .flags
+                .snapshot()
+                .keys
+                .contains_key(&tokens::hash(token))
+            {
+                return Err(ApiError::Forbidden(
+                    "a tenant key cannot use operator routes; use /v1/tenant".into(),
+                ));
+            }
+            Err(ApiError::Unauthorized("invalid token".into()))
+        })();
+        ready(result)
+    }
+}
+
+/// A request authenticated with a tenant key: it reaches only its own tenant.
+pub struct TenantKey {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub actor: Actor,
+}
+
+impl FromRequest for TenantKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = (|| {
+            let state = state(req)?;
+            let token = bearer(req)?;
+            // In memory: the hot path never waits on the database. A revoked
+            // key disappears from the snapshot when the revocation lands.
+            if let Some(k) = state.flags.snapshot().keys.get(&tokens::hash(token)) {
+                return Ok(TenantKey {
+                    tenant_id: k.tenant_id.clone(),
+                    key_id: k.id.clone(),
+                    actor: actor(req, format!("tenant-key:{}", k.id)),
+                });
+            }
+            if state.operator.accepts(token) {
+                return Err(ApiError::Forbidden(
+                    "the operator token cannot use tenant routes; use /v1/tenants/{id}".into(),
+                ));
+            }
+            Err(ApiError::Unauthorized("invalid or revoked key".into()))
         })();
         ready(result)
     }

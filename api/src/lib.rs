@@ -12,6 +12,7 @@ pub mod routes;
 use std::net::TcpListener;
 
 use actix_web::{middleware, web, App, HttpRequest, HttpServer};
+use tenantplane_tenants::flags::FlagCache;
 use tenantplane_tenants::tokens::OperatorTokens;
 use tenantplane_tenants::ControlDb;
 
@@ -21,6 +22,18 @@ use crate::error::ApiError;
 pub struct AppState {
     pub db: ControlDb,
     pub operator: OperatorTokens,
+    /// Feature evaluation and tenant keys, in memory.
+    pub flags: FlagCache,
+}
+
+impl AppState {
+    /// After this process changed something: reload the snapshot now, so its
+    /// own next answer shows the change (other processes follow within the
+    /// refresh interval).
+    pub async fn changed(&self) -> Result<(), ApiError> {
+        let flags = self.flags.clone();
+        error::blocking(move || flags.reload()).await
+    }
 }
 
 /// Registers every route and the JSON error handlers.
@@ -59,7 +72,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::rollouts::cancel)
     .service(routes::rollouts::retry)
     .service(routes::rollouts::events)
-    .service(routes::metrics::prometheus);
+    .service(routes::metrics::prometheus)
+    .service(routes::plans::list)
+    .service(routes::plans::create)
+    .service(routes::plans::get)
+    .service(routes::plans::update)
+    .service(routes::plans::feature_catalogue)
+    .service(routes::features::tenant_features)
+    .service(routes::features::set_override)
+    .service(routes::features::clear_override)
+    .service(routes::features::issue_key)
+    .service(routes::features::revoke_key)
+    .service(routes::tenant::me)
+    .service(routes::tenant::features)
+    .service(routes::tenant::preview)
+    .service(routes::tenant::change_plan)
+    .service(routes::audit::list);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

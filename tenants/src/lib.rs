@@ -5,9 +5,14 @@
 //! them on a blocking thread.
 
 pub mod audit;
+pub mod changes;
 pub mod db;
 pub mod error;
+pub mod flags;
+pub mod keys;
 pub mod metrics;
+pub mod overrides;
+pub mod plans;
 pub mod registry;
 pub mod rollouts;
 pub mod schema;

@@ -10,9 +10,10 @@ use tenantplane_migrations::{catalogue, SchemaTarget};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Change};
+use crate::changes;
 use crate::db::{locks, write_tx, ControlBackend, ControlConnection, ControlDb};
 use crate::error::{Error, Result};
-use crate::schema::{database_servers, tenant_labels, tenants};
+use crate::schema::{database_servers, plans, tenant_labels, tenants};
 use crate::servers::{self, DatabaseServer};
 use crate::tenant_db::TenantDbLocation;
 use crate::validate;
@@ -94,6 +95,9 @@ pub struct TenantPatch {
     pub contact_email: Option<String>,
     /// `active` or `suspended`
     pub status: Option<String>,
+    /// A plan slug, applied like a self-serve plan change (an upgrade that
+    /// needs a newer schema queues a migration).
+    pub plan: Option<String>,
 }
 
 /// Filters of `GET /v1/tenants`.
@@ -140,9 +144,35 @@ fn load_labels(
     Ok(out)
 }
 
+/// The plan id for a slug; with no slug, the `free` plan when it exists.
+fn resolve_plan(conn: &mut ControlConnection, slug: Option<&str>) -> Result<Option<String>> {
+    let wanted = slug.unwrap_or(DEFAULT_PLAN);
+    let found: Option<(String, bool)> = plans::table
+        .filter(plans::slug.eq(wanted))
+        .select((plans::id, plans::active))
+        .first(conn)
+        .optional()?;
+    match (found, slug) {
+        (Some((id, true)), _) => Ok(Some(id)),
+        (Some((_, false)), Some(p)) => {
+            Err(Error::invalid(format!("plan '{p}' takes no new tenants")))
+        }
+        (None, Some(p)) => Err(Error::invalid(format!("unknown plan '{p}'"))),
+        (_, None) => Ok(None),
+    }
+}
+
+/// The plan new tenants get when none is named.
+pub const DEFAULT_PLAN: &str = "free";
+
 fn assemble(conn: &mut ControlConnection, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut labels = load_labels(conn, &ids)?;
+    let plan_slugs: BTreeMap<String, String> = plans::table
+        .select((plans::id, plans::slug))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .collect();
     let names: BTreeMap<String, String> = database_servers::table
         .select((database_servers::id, database_servers::name))
         .load::<(String, String)>(conn)?
@@ -161,7 +191,7 @@ fn assemble(conn: &mut ControlConnection, rows: Vec<TenantRow>) -> Result<Vec<Te
             contact_email: r.contact_email,
             server_id: r.server_id,
             schema_version: r.schema_version,
-            plan: r.plan_id,
+            plan: r.plan_id.as_ref().and_then(|p| plan_slugs.get(p).cloned()),
             trial_ends_at: r.trial_ends_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -181,6 +211,16 @@ pub fn find_row(conn: &mut ControlConnection, id_or_slug: &str) -> Result<Tenant
         q.filter(tenants::slug.eq(id_or_slug.to_string()))
     };
     q.first(conn)
+        .optional()?
+        .ok_or_else(|| Error::not_found("tenant", id_or_slug))
+}
+
+/// Finds a tenant row by id or slug, deleted ones included.
+pub fn find_any(conn: &mut ControlConnection, id_or_slug: &str) -> Result<TenantRow> {
+    tenants::table
+        .filter(tenants::id.eq(id_or_slug).or(tenants::slug.eq(id_or_slug)))
+        .select(TenantRow::as_select())
+        .first(conn)
         .optional()?
         .ok_or_else(|| Error::not_found("tenant", id_or_slug))
 }
@@ -233,10 +273,7 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
     if let Some(email) = &new.contact_email {
         validate::email(email)?;
     }
-    if let Some(plan) = &new.plan {
-        // Plans arrive with the plans capability; until then none exists.
-        return Err(Error::invalid(format!("unknown plan '{plan}'")));
-    }
+    let plan_id = resolve_plan(&mut *db.conn()?, new.plan.as_deref())?;
     let target: SchemaTarget = new
         .schema
         .as_deref()
@@ -273,7 +310,7 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
             contact_email: new.contact_email.clone(),
             server_id: server.id.clone(),
             schema_version: None,
-            plan_id: None,
+            plan_id: plan_id.clone(),
             trial_ends_at: None,
             created_at: now,
             updated_at: now,
@@ -302,6 +339,7 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
                     tenants::updated_at.eq(Utc::now().naive_utc()),
                 ))
                 .execute(conn)?;
+            changes::bump(conn)?;
             let row = find_row(conn, &id.to_string())?;
             let tenant = one(conn, row)?;
             audit::record(
@@ -387,7 +425,13 @@ pub fn list(db: &ControlDb, filter: &TenantFilter) -> Result<TenantPage> {
         q = q.filter(tenants::server_id.eq(s.id));
     }
     if let Some(plan) = &filter.plan {
-        q = q.filter(tenants::plan_id.eq(plan.clone()));
+        let id: Option<String> = plans::table
+            .filter(plans::slug.eq(plan))
+            .select(plans::id)
+            .first(&mut conn)
+            .optional()?;
+        let id = id.ok_or_else(|| Error::invalid(format!("unknown plan '{plan}'")))?;
+        q = q.filter(tenants::plan_id.eq(id));
     }
     if let Some(phase) = filter.phase {
         if phase > catalogue::MAX_PHASE {
@@ -493,6 +537,7 @@ pub fn patch(
         }
         let updated = find_row(conn, &row.id)?;
         let after = one(conn, updated)?;
+        changes::bump(conn)?;
         let action = match (before.status.as_str(), after.status.as_str()) {
             ("active", "suspended") => "tenant.suspend",
             ("suspended", "active") => "tenant.resume",
@@ -534,6 +579,7 @@ pub fn delete(db: &ControlDb, actor: &Actor, id_or_slug: &str) -> Result<()> {
                 tenants::updated_at.eq(now),
             ))
             .execute(conn)?;
+        changes::bump(conn)?;
         audit::record(
             conn,
             actor,

@@ -139,6 +139,49 @@ diesel::table! {
 
 diesel::joinable!(tasks -> rollouts (rollout_id));
 diesel::joinable!(tasks -> tenants (tenant_id));
+diesel::table! {
+    plans (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        price_cents -> BigInt,
+        currency -> Text,
+        active -> Bool,
+        fallback_plan_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_features (plan_id, feature) {
+        plan_id -> Text,
+        feature -> Text,
+    }
+}
+
+diesel::table! {
+    feature_overrides (tenant_id, feature) {
+        tenant_id -> Text,
+        feature -> Text,
+        enabled -> Bool,
+        reason -> Nullable<Text>,
+        actor -> Text,
+        expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    change_counter (id) {
+        id -> Integer,
+        value -> BigInt,
+    }
+}
+
+diesel::joinable!(plan_features -> plans (plan_id));
+diesel::joinable!(feature_overrides -> tenants (tenant_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     database_servers,
     tenants,
@@ -148,4 +191,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     rollouts,
     tasks,
     migration_runs,
+    plans,
+    plan_features,
+    feature_overrides,
+    change_counter,
 );

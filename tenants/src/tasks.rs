@@ -189,12 +189,20 @@ pub fn complete(
             return Ok(false);
         }
         if outcome.reached_known {
-            diesel::update(tenants::table.find(&task.tenant_id))
-                .set((
-                    tenants::schema_version.eq(outcome.reached.as_deref()),
-                    tenants::updated_at.eq(now),
-                ))
-                .execute(conn)?;
+            let was: Option<String> = tenants::table
+                .find(&task.tenant_id)
+                .select(tenants::schema_version)
+                .first(conn)?;
+            if was != outcome.reached {
+                diesel::update(tenants::table.find(&task.tenant_id))
+                    .set((
+                        tenants::schema_version.eq(outcome.reached.as_deref()),
+                        tenants::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                // Feature evaluation depends on the schema version.
+                crate::changes::bump(conn)?;
+            }
         }
         for step in &outcome.applied {
             diesel::insert_into(migration_runs::table)

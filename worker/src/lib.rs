@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tenantplane_tenants::registry::{sweep_abandoned, PROVISIONING_GRACE};
-use tenantplane_tenants::{tasks, ControlDb};
+use tenantplane_tenants::{plans, tasks, ControlDb};
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// SQLite: how long to wait for a tenant's lock before retrying later.
     pub lock_wait: Duration,
+    /// How often the provisioning and trial sweeps run.
+    pub sweep_every: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +45,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(200),
             lock_wait: Duration::from_millis(1000),
+            sweep_every: Duration::from_secs(30),
         }
     }
 }
@@ -148,11 +151,16 @@ fn maintenance(s: &Shared) {
             }
             last_advance = Instant::now();
         }
-        if last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+        if last_sweep.is_none_or(|t| t.elapsed() >= s.config.sweep_every) {
             match sweep_abandoned(&s.db, PROVISIONING_GRACE) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "provisioning sweep done"),
                 Err(e) => tracing::warn!(error = %e, "provisioning sweep failed"),
+            }
+            match plans::sweep_expired_trials(&s.db) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(moved = n, "expired trials moved to their fallback plans"),
+                Err(e) => tracing::warn!(error = %e, "trial sweep failed"),
             }
             last_sweep = Some(Instant::now());
         }

@@ -1,5 +1,9 @@
+pub mod audit;
+pub mod features;
 pub mod health;
 pub mod metrics;
+pub mod plans;
 pub mod rollouts;
 pub mod servers;
+pub mod tenant;
 pub mod tenants;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use tenantplane_tenants::registry::{
     self, NewTenant, Tenant, TenantFilter, TenantPage, TenantPatch,
 };
-use tenantplane_tenants::validate;
+use tenantplane_tenants::{plans, validate};
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};
@@ -89,6 +89,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
     let tenant = blocking(move || registry::create(&db, &op.0, body.into_inner())).await?;
+    state.changed().await?;
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -106,7 +107,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(blocking(move || registry::get(&db, &id)).await?))
 }
 
-/// Changes name, labels, contact e-mail or status (`active`/`suspended`).
+/// Changes name, labels, contact e-mail, status (`active`/`suspended`) or plan.
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
     params(("id" = String, Path, description = "tenant id or slug")),
     request_body = TenantPatch,
@@ -119,9 +120,46 @@ pub async fn update(
     id: web::Path<String>,
     body: web::Json<TenantPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.clone();
-    Ok(HttpResponse::Ok()
-        .json(blocking(move || registry::patch(&db, &op.0, &id, body.into_inner())).await?))
+    let (db, snap) = (state.db.clone(), state.flags.snapshot());
+    let mut patch = body.into_inner();
+    let plan = patch.plan.take();
+    let tenant = blocking(move || {
+        // Check the plan before changing anything, so bad input changes nothing.
+        if let Some(p) = &plan {
+            match snap.plan_by_slug(p) {
+                Some(info) if info.active => {}
+                Some(_) => {
+                    return Err(tenantplane_tenants::Error::invalid(format!(
+                        "plan '{p}' takes no new tenants"
+                    )))
+                }
+                None => {
+                    return Err(tenantplane_tenants::Error::invalid(format!(
+                        "unknown plan '{p}'"
+                    )))
+                }
+            }
+        }
+        let only_plan = patch.name.is_none()
+            && patch.labels.is_none()
+            && patch.contact_email.is_none()
+            && patch.status.is_none();
+        let tenant = if only_plan && plan.is_some() {
+            registry::get(&db, &id)?
+        } else {
+            registry::patch(&db, &op.0, &id, patch)?
+        };
+        match plan {
+            Some(p) => {
+                plans::change(&db, &snap, &op.0, &tenant.id, &p, None)?;
+                registry::get(&db, &tenant.id)
+            }
+            None => Ok(tenant),
+        }
+    })
+    .await?;
+    state.changed().await?;
+    Ok(HttpResponse::Ok().json(tenant))
 }
 
 /// Soft-deletes a tenant: hidden from the API, its database kept.
@@ -136,5 +174,6 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
     blocking(move || registry::delete(&db, &op.0, &id)).await?;
+    state.changed().await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,99 @@
+//! `/v1/tenant…`: what a tenant key reaches — its own tenant only.
+
+use actix_web::{get, post, web, HttpResponse};
+use serde::Deserialize;
+use tenantplane_tenants::flags::TenantFeatures;
+use tenantplane_tenants::plans::{self, PlanChange, PlanPreview};
+use tenantplane_tenants::registry::{self, Tenant};
+use tenantplane_tenants::Error;
+
+use crate::auth::TenantKey;
+use crate::error::{blocking, ApiError};
+use crate::AppState;
+
+/// The tenant the key belongs to.
+#[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])),
+    responses((status = 200, body = Tenant), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
+#[get("/v1/tenant")]
+pub async fn me(state: web::Data<AppState>, key: TenantKey) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    Ok(HttpResponse::Ok().json(blocking(move || registry::get(&db, &key.tenant_id)).await?))
+}
+
+/// The tenant's effective features, from memory.
+#[utoipa::path(get, path = "/v1/tenant/features", tag = "tenant", security(("bearer" = [])),
+    responses((status = 200, body = TenantFeatures), (status = 401, body = crate::error::ErrorBody)))]
+#[get("/v1/tenant/features")]
+pub async fn features(
+    state: web::Data<AppState>,
+    key: TenantKey,
+) -> Result<HttpResponse, ApiError> {
+    let f = state
+        .flags
+        .evaluate(&key.tenant_id)
+        .ok_or_else(|| ApiError::Domain(Error::not_found("tenant", key.tenant_id)))?;
+    Ok(HttpResponse::Ok().json(f))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    /// The plan to preview (slug).
+    pub plan: String,
+}
+
+/// What changing to a plan would do: features gained and lost, and whether a
+/// migration is needed first.
+#[utoipa::path(get, path = "/v1/tenant/plan/preview", tag = "tenant", security(("bearer" = [])), params(PreviewQuery),
+    responses((status = 200, body = PlanPreview), (status = 422, body = crate::error::ErrorBody)))]
+#[get("/v1/tenant/plan/preview")]
+pub async fn preview(
+    state: web::Data<AppState>,
+    key: TenantKey,
+    q: web::Query<PreviewQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let snap = state.flags.snapshot();
+    Ok(HttpResponse::Ok().json(plans::preview(&snap, &key.tenant_id, &q.plan)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    pub plan: String,
+    /// Start a trial of this many days (1 to 365); after it the plan's
+    /// fallback applies.
+    pub trial_days: Option<u32>,
+}
+
+/// Changes the tenant's plan. A downgrade applies at once and drops no data;
+/// an upgrade whose features need a newer schema answers 202 and queues the
+/// migration: those features turn on when it succeeds.
+#[utoipa::path(post, path = "/v1/tenant/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanRequest,
+    responses((status = 200, body = PlanChange), (status = 202, body = PlanChange, description = "features wait for a migration"),
+        (status = 422, body = crate::error::ErrorBody)))]
+#[post("/v1/tenant/plan")]
+pub async fn change_plan(
+    state: web::Data<AppState>,
+    key: TenantKey,
+    body: web::Json<PlanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (db, snap) = (state.db.clone(), state.flags.snapshot());
+    let req = body.into_inner();
+    let change = blocking(move || {
+        plans::change(
+            &db,
+            &snap,
+            &key.actor,
+            &key.tenant_id,
+            &req.plan,
+            req.trial_days,
+        )
+    })
+    .await?;
+    state.changed().await?;
+    Ok(if change.rollout.is_some() {
+        HttpResponse::Accepted().json(change)
+    } else {
+        HttpResponse::Ok().json(change)
+    })
+}
