@@ -1,6 +1,7 @@
 //! tenantplane: the binary. Wiring only: configuration, logging, and the
 //! subcommands that start the parts or call the API.
 
+mod bench;
 mod cli;
 mod config;
 mod demo;
@@ -63,6 +64,36 @@ enum Command {
     /// Manage database servers (calls the API).
     #[command(subcommand)]
     Servers(cli::ServerCmd),
+    /// Fleet schema rollouts: plan, start, watch, control (calls the API).
+    #[command(subcommand)]
+    Rollout(cli::rollout::RolloutCmd),
+    /// Plans (calls the API).
+    #[command(subcommand)]
+    Plans(cli::flags::PlanCmd),
+    /// A tenant's effective features, or the catalogue.
+    Features {
+        tenant: Option<String>,
+        /// The feature catalogue instead.
+        #[arg(long)]
+        catalogue: bool,
+    },
+    /// Override a feature for a tenant: on, off, or clear.
+    Override {
+        tenant: String,
+        feature: String,
+        #[arg(value_enum)]
+        state: cli::flags::OverrideState,
+        #[arg(long)]
+        reason: Option<String>,
+        /// RFC 3339 time the override stops applying.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Tenant API keys.
+    #[command(subcommand)]
+    Keys(cli::flags::KeyCmd),
+    /// Benchmark: an engine rollout against a loop of the stock diesel CLI.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -102,10 +133,30 @@ fn main() -> Result<()> {
         init_logging(config.log_format);
         return serve::run(&config, parts);
     }
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args);
+    }
     let client = Client::new(&cli.api_url, cli.token.clone());
     match cli.command {
         Command::Tenants(cmd) => cli::tenants(&client, cli.output, cmd),
         Command::Servers(cmd) => cli::servers(&client, cli.output, cmd),
-        Command::Serve { .. } | Command::Api | Command::Worker => Ok(()),
+        Command::Rollout(cmd) => {
+            cli::rollout::run(&client, &cli.api_url, cli.token.as_deref(), cli.output, cmd)
+        }
+        Command::Plans(cmd) => cli::flags::plans(&client, cli.output, cmd),
+        Command::Features { tenant, catalogue } => {
+            cli::flags::features(&client, cli.output, tenant, catalogue)
+        }
+        Command::Override {
+            tenant,
+            feature,
+            state,
+            reason,
+            expires,
+        } => cli::flags::override_(
+            &client, cli.output, &tenant, &feature, state, reason, expires,
+        ),
+        Command::Keys(cmd) => cli::flags::keys(&client, cli.output, cmd),
+        Command::Serve { .. } | Command::Api | Command::Worker | Command::Bench(_) => Ok(()),
     }
 }

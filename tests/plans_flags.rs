@@ -499,7 +499,7 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
         (t["plan"].as_str(), t["trial_ends_at"].clone()),
         (Some("free"), Value::Null)
     );
-    let (_, audit) = app.call("GET", &format!("/v1/audit?tenant=trialist"), None);
+    let (_, audit) = app.call("GET", "/v1/audit?tenant=trialist", None);
     assert_eq!(audit[0]["action"], "tenant.trial_expired");
     assert_eq!(audit[0]["actor"], "system:trial-sweep");
     assert_eq!(

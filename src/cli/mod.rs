@@ -1,7 +1,9 @@
 //! Operator commands: thin wrappers over the HTTP API.
 
 pub mod client;
+pub mod flags;
 pub mod output;
+pub mod rollout;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;

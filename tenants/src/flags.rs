@@ -91,6 +91,16 @@ pub struct KeyInfo {
     pub tenant_id: String,
 }
 
+/// id, slug, status, plan, trial end, schema version.
+type TenantRowTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<NaiveDateTime>,
+    Option<String>,
+);
+
 /// Everything evaluation needs, read in one go.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -142,14 +152,7 @@ impl Snapshot {
                 p.features.insert(feature);
             }
         }
-        let rows: Vec<(
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<NaiveDateTime>,
-            Option<String>,
-        )> = tenants::table
+        let rows: Vec<TenantRowTuple> = tenants::table
             .filter(tenants::deleted_at.is_null())
             .select((
                 tenants::id,
