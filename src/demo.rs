@@ -56,7 +56,7 @@ pub fn ensure_demo_fleet(db: &ControlDb) -> Result<()> {
             NewTenant {
                 slug: format!("demo-shop-{:02}", i + 1),
                 name,
-                plan: None,
+                plan: Some(["free", "standard", "pro"][i % 3].to_string()),
                 labels,
                 contact_email: Some(format!("owner{:02}@demo-shop.example", i + 1)),
                 server: None,
