@@ -146,6 +146,23 @@ pub struct Outcome {
     pub error: Option<TaskError>,
 }
 
+impl Outcome {
+    /// Nothing was changed: the run failed before it read the tenant's
+    /// versions.
+    pub fn failed_before_start(message: String, transient: bool) -> Outcome {
+        Outcome {
+            reached: None,
+            reached_known: false,
+            applied: Vec::new(),
+            error: Some(TaskError {
+                message,
+                version: None,
+                transient,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskError {
     pub message: String,

@@ -86,18 +86,7 @@ pub fn lock_key(tenant_id: &str) -> i64 {
 pub fn run(location: &TenantDbLocation, opts: &RunOptions) -> Outcome {
     let mut conn = match location.connect() {
         Ok(c) => c,
-        Err(e) => {
-            return Outcome {
-                reached: None,
-                reached_known: false,
-                applied: Vec::new(),
-                error: Some(TaskError {
-                    message: format!("cannot connect: {e}"),
-                    version: None,
-                    transient: true,
-                }),
-            }
-        }
+        Err(e) => return Outcome::failed_before_start(format!("cannot connect: {e}"), true),
     };
     run_on(&mut conn, opts)
 }
@@ -156,12 +145,8 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
 }
 
 fn failed_before_start(message: String) -> Outcome {
-    Outcome {
-        reached: None,
-        reached_known: false,
-        applied: Vec::new(),
-        error: Some(error(message, None)),
-    }
+    let transient = is_transient(&message);
+    Outcome::failed_before_start(message, transient)
 }
 
 #[derive(Default)]

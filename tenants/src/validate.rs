@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 
-/// `^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`
-pub fn slug(s: &str) -> Result<()> {
-    let ok = (3..=63).contains(&s.len())
+/// Lower-case letters, digits and inner hyphens, `min` to 63 characters (a
+/// DNS label), so the value is safe in URLs, logs and file names.
+fn label(s: &str, min: usize, what: &str) -> Result<()> {
+    let ok = (min..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
@@ -15,26 +16,20 @@ pub fn slug(s: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "invalid slug {s:?}: 3 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+            "invalid {what} {s:?}: {min} to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
         )))
     }
+}
+
+/// `^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`
+pub fn slug(s: &str) -> Result<()> {
+    label(s, 3, "slug")
 }
 
 /// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`: like a slug, but short names such
 /// as `pg` are fine.
 pub fn server_name(s: &str) -> Result<()> {
-    let ok = (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid server name {s:?}: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-        )))
-    }
+    label(s, 1, "server name")
 }
 
 pub fn name(s: &str) -> Result<()> {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tenantplane_tenants::registry::find_row;
 use tenantplane_tenants::servers::DatabaseServer;
-use tenantplane_tenants::tasks::{self, ClaimedTask, Outcome, TaskError, TaskPolicy};
+use tenantplane_tenants::tasks::{self, ClaimedTask, Outcome, TaskPolicy};
 use tenantplane_tenants::tenant_db::TenantDbLocation;
 use tenantplane_tenants::tenant_run::{self, RunOptions};
 use tenantplane_tenants::{servers, Result};
@@ -54,16 +54,7 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> Outcome {
     let (slug, schema_version, server) = match load(s, task) {
         Ok(v) => v,
         Err(e) => {
-            return Outcome {
-                reached: None,
-                reached_known: false,
-                applied: Vec::new(),
-                error: Some(TaskError {
-                    message: format!("tenant {}: {e}", task.tenant_id),
-                    version: None,
-                    transient: false,
-                }),
-            }
+            return Outcome::failed_before_start(format!("tenant {}: {e}", task.tenant_id), false)
         }
     };
     // Already there: finish from the control database alone.
@@ -76,16 +67,10 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> Outcome {
         };
     }
     let Ok(id) = uuid::Uuid::parse_str(&task.tenant_id) else {
-        return Outcome {
-            reached: None,
-            reached_known: false,
-            applied: Vec::new(),
-            error: Some(TaskError {
-                message: format!("tenant {}: malformed id", task.tenant_id),
-                version: None,
-                transient: false,
-            }),
-        };
+        return Outcome::failed_before_start(
+            format!("tenant {}: malformed id", task.tenant_id),
+            false,
+        );
     };
     let location = TenantDbLocation::new(&server, &id);
     let opts = RunOptions {
