@@ -66,7 +66,7 @@ impl Ctx<'_, '_> {
             .ok_or_else(|| format!("no id returned by: {sql}"))
     }
 
-    fn expect(&mut self, sql: &str, want: &str) -> Result<(), String> {
+    fn check(&mut self, sql: &str, want: &str) -> Result<(), String> {
         let got = self.value(sql)?;
         if got.as_deref() == Some(want) {
             Ok(())
@@ -248,7 +248,7 @@ fn baseline(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE sales SET note = 'probe', total_minor = 1500 WHERE id = {sale}"
     ))?;
-    c.expect(
+    c.check(
         &format!(
             "SELECT note || ':' || CAST(total_minor AS TEXT) AS v FROM sales WHERE id = {sale}"
         ),
@@ -263,7 +263,7 @@ fn baseline(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE credits SET paid_minor = 200, status = 'open' WHERE id = {credit}"
     ))?;
-    c.expect(
+    c.check(
         &format!(
             "SELECT CAST(amount_minor - paid_minor AS TEXT) AS v FROM credits WHERE id = {credit}"
         ),
@@ -272,7 +272,7 @@ fn baseline(c: &mut Ctx) -> Result<(), String> {
     let audit = c.insert(&format!(
         "INSERT INTO audit_log (user_id, action, details) VALUES ({user}, 'probe', 'x')"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT action AS v FROM audit_log WHERE id = {audit}"),
         "probe",
     )
@@ -282,18 +282,18 @@ fn invoice_numbering(c: &mut Ctx) -> Result<(), String> {
     let (shop, user) = c.shop_and_user("invoice")?;
     let first = c.sale(shop, user, "", 100)?;
     let second = c.sale(shop, user, "", 200)?;
-    c.expect(
+    c.check(
         &format!("SELECT CAST(invoice_number AS TEXT) AS v FROM sales WHERE id = {first}"),
         "1",
     )?;
-    c.expect(
+    c.check(
         &format!("SELECT CAST(invoice_number AS TEXT) AS v FROM sales WHERE id = {second}"),
         "2",
     )?;
     c.exec(&format!(
         "UPDATE sales SET note = 'numbered' WHERE id = {second}"
     ))?;
-    c.expect(&format!("SELECT CAST(count(DISTINCT invoice_number) AS TEXT) AS v FROM sales WHERE shop_id = {shop}"), "2")
+    c.check(&format!("SELECT CAST(count(DISTINCT invoice_number) AS TEXT) AS v FROM sales WHERE shop_id = {shop}"), "2")
 }
 
 fn branding(c: &mut Ctx) -> Result<(), String> {
@@ -307,7 +307,7 @@ fn branding(c: &mut Ctx) -> Result<(), String> {
         "UPDATE shop_profile SET logo_path = '/logo.png', primary_colour = '#112233', secondary_colour = '#445566', \
          invoice_prefix = 'INV-', watermark_path = '/wm.png', signature_blob = {blob} WHERE id = {shop}"
     ))?;
-    c.expect(
+    c.check(
         &format!(
             "SELECT logo_path || primary_colour || secondary_colour || invoice_prefix || watermark_path || CAST(length(signature_blob) AS TEXT) AS v \
              FROM shop_profile WHERE id = {shop}"
@@ -325,7 +325,7 @@ fn audit_diff(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE audit_log SET user_agent = 'probe/2' WHERE id = {id}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT resource_type || ':' || resource_id || ':' || after_state || ':' || ip_address || ':' || user_agent AS v FROM audit_log WHERE id = {id}"),
         "sale:42:{\"total\":2}:203.0.113.9:probe/2",
     )
@@ -339,7 +339,7 @@ fn day_end_lock(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE settings SET locked_until = '2026-05-05 23:59:59' WHERE shop_id = {shop}"
     ))?;
-    c.expect(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM settings WHERE shop_id = {shop} AND locked_until > '2026-05-05 00:00:00'"), "1")
+    c.check(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM settings WHERE shop_id = {shop} AND locked_until > '2026-05-05 00:00:00'"), "1")
 }
 
 fn expense_categories(c: &mut Ctx) -> Result<(), String> {
@@ -353,7 +353,7 @@ fn expense_categories(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE expense_categories SET color = '#000000' WHERE id = {cat}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT c.name || c.color AS v FROM expenses e JOIN expense_categories c ON c.id = e.category_id WHERE e.shop_id = {shop}"),
         "Probe#000000",
     )
@@ -366,12 +366,12 @@ fn sales_heatmap(c: &mut Ctx) -> Result<(), String> {
         // A materialized view: readable, and refreshable concurrently
         // (which needs a unique index).
         c.value("SELECT CAST(count(*) AS TEXT) AS v FROM sales_heatmap WHERE day_of_week BETWEEN 0 AND 6 AND hour_of_day BETWEEN 0 AND 23")?;
-        c.expect(
+        c.check(
             "SELECT CAST(count(*) AS TEXT) AS v FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'sales_heatmap' AND indexdef LIKE 'CREATE UNIQUE%'",
             "1",
         )
     } else {
-        c.expect(&format!("SELECT CAST(sale_count AS TEXT) || ':' || CAST(total_minor AS TEXT) AS v FROM sales_heatmap WHERE shop_id = {shop}"), "1:300")
+        c.check(&format!("SELECT CAST(sale_count AS TEXT) || ':' || CAST(total_minor AS TEXT) AS v FROM sales_heatmap WHERE shop_id = {shop}"), "1:300")
     }
 }
 
@@ -379,7 +379,7 @@ fn customer_metrics(c: &mut Ctx) -> Result<(), String> {
     let (shop, user) = c.shop_and_user("metrics")?;
     c.sale(shop, user, "+1999", 500)?;
     c.sale(shop, user, "+1999", 250)?;
-    c.expect(
+    c.check(
         &format!("SELECT CAST(visit_count AS TEXT) || ':' || CAST(lifetime_value_minor AS TEXT) AS v FROM customer_metrics WHERE shop_id = {shop} AND customer_phone = '+1999'"),
         "2:750",
     )
@@ -393,7 +393,7 @@ fn recommendations(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE recommendations SET payload = '{{\"qty\":4}}' WHERE id = {id}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT payload AS v FROM recommendations WHERE id = {id}"),
         "{\"qty\":4}",
     )
@@ -409,7 +409,7 @@ fn ai_assistant(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE assistant_sessions SET title = 'probed' WHERE id = {session}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT s.title || ':' || CAST(count(m.id) AS TEXT) AS v FROM assistant_sessions s JOIN assistant_messages m ON m.session_id = s.id WHERE s.id = {session} GROUP BY s.title"),
         "probed:2",
     )
@@ -426,7 +426,7 @@ fn credit_reminders(c: &mut Ctx) -> Result<(), String> {
     c.insert(&format!(
         "INSERT INTO reminder_log (credit_id, channel, recipient, status, triggered_by) VALUES ({credit}, 'whatsapp', '+1888', 'sent', {user})"
     ))?;
-    c.expect(
+    c.check(
         &format!(
             "SELECT CAST(c.reminder_count AS TEXT) || ':' || CASE WHEN c.reminder_opt_out THEN 'out' ELSE 'in' END || ':' || l.status AS v \
              FROM credits c JOIN reminder_log l ON l.credit_id = c.id WHERE c.id = {credit}"
@@ -440,7 +440,7 @@ fn staff_roles(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE users SET last_login_at = '2026-05-04 08:00:00', role = 'owner' WHERE id = {user}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT CAST(role AS TEXT) || ':' || CAST(count(last_login_at) AS TEXT) AS v FROM users WHERE id = {user} GROUP BY role"),
         "owner:1",
     )
@@ -452,7 +452,7 @@ fn user_invites(c: &mut Ctx) -> Result<(), String> {
         "INSERT INTO user_invites (email, role, token_hash, invited_by, expires_at) VALUES ('new@shop.example', 'cashier', 'probe-hash', {user}, '2026-06-01 00:00:00')"
     ))?;
     c.exec(&format!("UPDATE user_invites SET accepted_at = '2026-05-05 00:00:00', accepted_user_id = {user} WHERE id = {invite}"))?;
-    c.expect(&format!("SELECT email || ':' || CAST(role AS TEXT) AS v FROM user_invites WHERE id = {invite} AND accepted_at IS NOT NULL"), "new@shop.example:cashier")
+    c.check(&format!("SELECT email || ':' || CAST(role AS TEXT) AS v FROM user_invites WHERE id = {invite} AND accepted_at IS NOT NULL"), "new@shop.example:cashier")
 }
 
 fn webhooks(c: &mut Ctx) -> Result<(), String> {
@@ -464,7 +464,7 @@ fn webhooks(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE webhook_events SET attempts = attempts + 1, status = 'failed', last_error = 'timeout', next_attempt_at = '2026-05-04 10:00:00', last_response_code = 504 WHERE id = {event}"
     ))?;
-    c.expect(
+    c.check(
         &format!("SELECT h.status || ':' || e.status || ':' || CAST(e.attempts AS TEXT) AS v FROM webhook_events e JOIN api_webhooks h ON h.id = e.webhook_id WHERE e.id = {event}"),
         "active:failed:1",
     )
@@ -476,7 +476,7 @@ fn audit_exports(c: &mut Ctx) -> Result<(), String> {
         "INSERT INTO exports (requested_by, shop_id, kind, export_token, expires_at) VALUES ({user}, {shop}, 'audit_log', 'probe-token', '2026-06-01 00:00:00')"
     ))?;
     c.exec(&format!("UPDATE exports SET status = 'ready', file_path = '/exports/x.csv', completed_at = '2026-05-04 10:00:00' WHERE id = {export}"))?;
-    c.expect(
+    c.check(
         &format!("SELECT export_token || ':' || status AS v FROM exports WHERE id = {export}"),
         "probe-token:ready",
     )
@@ -488,7 +488,7 @@ fn sale_locks(c: &mut Ctx) -> Result<(), String> {
     c.exec(&format!(
         "UPDATE sales SET locked_by = {user}, locked_at = '2026-05-04 23:00:00' WHERE id = {sale}"
     ))?;
-    c.expect(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM sales WHERE id = {sale} AND locked_by = {user} AND locked_at IS NOT NULL"), "1")
+    c.check(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM sales WHERE id = {sale} AND locked_by = {user} AND locked_at IS NOT NULL"), "1")
 }
 
 #[cfg(test)]
