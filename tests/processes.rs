@@ -176,8 +176,12 @@ fn serve_demo_creates_a_fleet_once() {
         items.iter().filter_map(|t| t["phase"].as_i64()).collect();
     assert!(phases.len() >= 3, "a mixed fleet: {phases:?}");
     assert!(items.iter().all(|t| t["labels"]["region"].is_string()));
-    let plans: std::collections::BTreeSet<&str> = items.iter().filter_map(|t| t["plan"].as_str()).collect();
-    assert_eq!(plans.into_iter().collect::<Vec<_>>(), ["free", "pro", "standard"]);
+    let plans: std::collections::BTreeSet<&str> =
+        items.iter().filter_map(|t| t["plan"].as_str()).collect();
+    assert_eq!(
+        plans.into_iter().collect::<Vec<_>>(),
+        ["free", "pro", "standard"]
+    );
     drop(app);
     let again = App::start_with(opts());
     let (_, page) = again.call("GET", "/v1/tenants?limit=500", None);
