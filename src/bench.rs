@@ -29,6 +29,7 @@ use tenantplane_tenants::rollouts::{self, Created, RolloutRequest, Selector};
 use tenantplane_tenants::schema::{tasks, tenants};
 use tenantplane_tenants::servers::{self, DatabaseServer, NewServer};
 use tenantplane_tenants::tenant_db::{self, TenantConnection, TenantDbLocation};
+use tenantplane_tenants::tenant_run::{self, RunOptions};
 use tenantplane_tenants::{Actor, ControlConnection, ControlDb};
 use tenantplane_worker::{WorkerConfig, WorkerHandle};
 use uuid::Uuid;
@@ -96,6 +97,10 @@ pub struct BenchArgs {
     /// Keep the scratch directory and database (for inspection).
     #[arg(long)]
     keep: bool,
+    /// Also time the parts of one tenant run, single-threaded, on this many
+    /// extra phase-0 databases per part (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    breakdown: usize,
 }
 
 /// The options, resolved.
@@ -110,6 +115,7 @@ struct Settings {
     parent: PathBuf,
     diesel: PathBuf,
     keep: bool,
+    breakdown: usize,
     /// The tenant migration folder the diesel CLI runs.
     migration_dir: PathBuf,
     phase0: &'static str,
@@ -156,6 +162,7 @@ impl Settings {
             parent,
             diesel,
             keep: args.keep,
+            breakdown: args.breakdown,
             migration_dir,
             phase0,
             head,
@@ -323,11 +330,7 @@ impl Progress {
     }
 
     fn update(&mut self, done: usize) {
-        let tenth = if self.total == 0 {
-            10
-        } else {
-            done * 10 / self.total
-        };
+        let tenth = (done * 10).checked_div(self.total).unwrap_or(10);
         if tenth >= self.next_tenth || self.last.elapsed() >= Duration::from_secs(5) {
             self.next_tenth = tenth + 1;
             self.last = Instant::now();
@@ -434,13 +437,22 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         Backend::Postgres => provision_pg(s, &db, &server, &baseline_list)?,
     }
     let provision_secs = provision_started.elapsed().as_secs_f64();
-    eprintln!("provisioning done in {provision_secs:.1} s");
+    let hwm_provisioned = peak_rss_kib()?;
+    eprintln!(
+        "provisioning done in {provision_secs:.1} s; peak RSS so far {:.1} MiB",
+        mib(hwm_provisioned)
+    );
 
     // 2. Engine.
     let mut engine = run_engine(s, &db, &actor)?;
     // Stopped so that an idle worker does not share the cores with the loop.
     engine.worker.stop();
     verify_engine(s, &db, &server)?;
+    let hwm_engine = peak_rss_kib()?;
+    eprintln!(
+        "peak RSS after the engine rollout: {:.1} MiB",
+        mib(hwm_engine)
+    );
 
     // 3. Baseline.
     let baseline_secs = run_baseline(s, scratch, &layout, &baseline_list, steps)?;
@@ -454,6 +466,14 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
 
     // 5. Peak RSS.
     let hwm = peak_rss_kib()?;
+
+    // Optional: where the time of one tenant run goes (after the peak RSS, so
+    // that it does not count).
+    let parts = if s.breakdown > 0 {
+        breakdown(s, scratch, &server)?
+    } else {
+        Vec::new()
+    };
 
     let engine_tps = s.tenants as f64 / engine.secs;
     let baseline_tps = s.baseline as f64 / baseline_secs;
@@ -499,7 +519,21 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         "no-op rollout to head over {} tenants (all at head): {:.3} s ({} skipped)",
         s.tenants, noop.secs, noop.skipped
     );
-    println!("peak RSS (VmHWM): {:.1} MiB", hwm as f64 / 1024.0);
+    println!(
+        "peak RSS (VmHWM): {:.1} MiB (after provisioning {:.1} MiB, after the engine rollout {:.1} MiB)",
+        mib(hwm),
+        mib(hwm_provisioned),
+        mib(hwm_engine)
+    );
+    if !parts.is_empty() {
+        println!(
+            "one tenant run, single-threaded, mean of {} fresh phase-0 databases each:",
+            s.breakdown
+        );
+        for (what, ms) in &parts {
+            println!("  {ms:8.2} ms  {what}");
+        }
+    }
     Ok(())
 }
 
@@ -1170,6 +1204,118 @@ fn run_noop(s: &Settings, db: &ControlDb, actor: &Actor) -> Result<Noop> {
         secs,
         skipped: waited.skipped,
     })
+}
+
+/// A fresh phase-0 database outside the fleet (for the breakdown).
+fn fresh_phase0(
+    s: &Settings,
+    scratch: &Scratch,
+    server: &DatabaseServer,
+) -> Result<(Uuid, TenantDbLocation)> {
+    let id = Uuid::new_v4();
+    let location = match s.backend {
+        Backend::Sqlite => {
+            let dir = scratch.dir.join("breakdown");
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{}.db", tenant_db::db_name(&id)));
+            std::fs::copy(scratch.dir.join("template").join("t_template.db"), &path)
+                .with_context(|| format!("copying the template to {}", path.display()))?;
+            TenantDbLocation::SqliteFile { path }
+        }
+        Backend::Postgres => {
+            let location = TenantDbLocation::PgSchema {
+                server_url: server.url.clone(),
+                schema: tenant_db::db_name(&id),
+            };
+            location
+                .create()
+                .map_err(|e| anyhow!("creating a schema: {e}"))?;
+            location
+                .connect()
+                .map_err(|e| anyhow!("connecting to a fresh schema: {e}"))?
+                .migrate_to(Some(s.phase0))
+                .context("migrating a fresh schema to phase 0")?;
+            location
+        }
+    };
+    Ok((id, location))
+}
+
+/// Mean milliseconds per tenant of the parts of a tenant run, each timed on
+/// its own fresh phase-0 databases, one at a time. Every part includes
+/// connecting and closing.
+fn breakdown(
+    s: &Settings,
+    scratch: &Scratch,
+    server: &DatabaseServer,
+) -> Result<Vec<(String, f64)>> {
+    type Part = fn(&mut TenantConnection, &Uuid, &'static str) -> Result<()>;
+    fn nothing(_: &mut TenantConnection, _: &Uuid, _: &'static str) -> Result<()> {
+        Ok(())
+    }
+    fn migrate_only(c: &mut TenantConnection, _: &Uuid, head: &'static str) -> Result<()> {
+        c.migrate_to(Some(head)).map(drop).context("migrating")
+    }
+    fn engine_run(
+        c: &mut TenantConnection,
+        id: &Uuid,
+        head: &'static str,
+        probes: bool,
+    ) -> Result<()> {
+        let opts = RunOptions {
+            target: Some(head.to_string()),
+            probes,
+            timeout: Duration::from_secs(300),
+            lock_wait: Duration::from_secs(1),
+            lock_key: tenant_run::lock_key(&id.to_string()),
+        };
+        match tenant_run::run_on(c, &opts).error {
+            None => Ok(()),
+            Some(e) => bail!("tenant run failed: {}", e.message),
+        }
+    }
+    fn without_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
+        engine_run(c, id, head, false)
+    }
+    fn with_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
+        engine_run(c, id, head, true)
+    }
+    let parts: [(&str, Part); 4] = [
+        ("connect + close", nothing),
+        (
+            "migrations, one transaction each (as the diesel CLI runs them), in-process",
+            migrate_only,
+        ),
+        (
+            "tenant_run::run_on without probes (one outer transaction, savepoints)",
+            without_probes,
+        ),
+        (
+            "tenant_run::run_on with probes (what a worker runs)",
+            with_probes,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, part) in parts {
+        let mut total = Duration::ZERO;
+        for _ in 0..s.breakdown {
+            let (id, location) = fresh_phase0(s, scratch, server)?;
+            let started = Instant::now();
+            let mut conn = location.connect().map_err(|e| anyhow!("connecting: {e}"))?;
+            part(&mut conn, &id, s.head).with_context(|| format!("breakdown: {what}"))?;
+            drop(conn);
+            total += started.elapsed();
+        }
+        out.push((
+            what.to_string(),
+            total.as_secs_f64() * 1000.0 / s.breakdown as f64,
+        ));
+    }
+    Ok(out)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// The process's peak resident set size in KiB.

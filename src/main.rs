@@ -2,6 +2,7 @@
 //! subcommands that start the parts or call the API.
 
 mod bench;
+mod bench_flags;
 mod cli;
 mod config;
 mod demo;
@@ -94,6 +95,10 @@ enum Command {
     Keys(cli::flags::KeyCmd),
     /// Benchmark: an engine rollout against a loop of the stock diesel CLI.
     Bench(bench::BenchArgs),
+    /// Benchmark: GET /v1/tenant/features under wrk, in memory against a
+    /// control-DB read per request.
+    #[command(name = "bench-flags")]
+    BenchFlags(bench_flags::BenchFlagsArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -136,6 +141,9 @@ fn main() -> Result<()> {
     if let Command::Bench(args) = cli.command {
         return bench::run(args);
     }
+    if let Command::BenchFlags(args) = cli.command {
+        return bench_flags::run(args);
+    }
     let client = Client::new(&cli.api_url, cli.token.clone());
     match cli.command {
         Command::Tenants(cmd) => cli::tenants(&client, cli.output, cmd),
@@ -157,6 +165,10 @@ fn main() -> Result<()> {
             &client, cli.output, &tenant, &feature, state, reason, expires,
         ),
         Command::Keys(cmd) => cli::flags::keys(&client, cli.output, cmd),
-        Command::Serve { .. } | Command::Api | Command::Worker | Command::Bench(_) => Ok(()),
+        Command::Serve { .. }
+        | Command::Api
+        | Command::Worker
+        | Command::Bench(_)
+        | Command::BenchFlags(_) => Ok(()),
     }
 }

@@ -52,6 +52,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
         ApiError::BadRequest(format!("invalid query string: {err}")).into()
     }))
+    // actix tries routes in registration order: the tenant hot path
+    // (fixed paths) goes first, before every route with a `{param}` regex.
+    .service(routes::tenant::features)
+    .service(routes::tenant::me)
+    .service(routes::tenant::preview)
+    .service(routes::tenant::change_plan)
     .service(routes::health::healthz)
     .service(routes::health::readyz)
     .service(openapi::openapi_json)
@@ -83,10 +89,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::features::clear_override)
     .service(routes::features::issue_key)
     .service(routes::features::revoke_key)
-    .service(routes::tenant::me)
-    .service(routes::tenant::features)
-    .service(routes::tenant::preview)
-    .service(routes::tenant::change_plan)
     .service(routes::audit::list);
 }
 
