@@ -97,7 +97,7 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
     match conn {
         TenantConnection::Sqlite(c) => {
             let setup = format!(
-                "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL;",
+                "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
                 opts.lock_wait.as_millis()
             );
             if let Err(e) = c.batch_execute(&setup) {
