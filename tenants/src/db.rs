@@ -48,6 +48,32 @@ pub fn sqlite_path(url: &str) -> PathBuf {
     PathBuf::from(rest.split('?').next().unwrap_or(rest))
 }
 
+/// Process-wide SQLite settings, applied once before the first connection:
+/// multi-thread mode (a diesel connection is only ever used by one thread at a
+/// time, so SQLite's per-connection mutexes are redundant) and no memory
+/// statistics (they take a process-global mutex on every allocation, which
+/// kept parallel tenant migrations from using more than one core).
+pub fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is only valid before SQLite initialises; the
+        // Once makes this the process's first call here, and when something
+        // already initialised SQLite it returns SQLITE_MISUSE and changes
+        // nothing, which is harmless (only speed is at stake).
+        let rc = unsafe {
+            let a = libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MULTITHREAD);
+            let b = libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
+            );
+            (a, b)
+        };
+        if rc != (libsqlite3_sys::SQLITE_OK, libsqlite3_sys::SQLITE_OK) {
+            tracing::debug!(?rc, "SQLite was initialised already; keeping its defaults");
+        }
+    });
+}
+
 /// Pragmas every SQLite connection of ours gets: wait on locks instead of
 /// failing, WAL for concurrent readers, enforced foreign keys.
 pub fn sqlite_pragmas(conn: &mut SqliteConnection) -> QueryResult<()> {
@@ -118,6 +144,7 @@ impl std::fmt::Debug for ControlDb {
 impl ControlDb {
     /// Opens the pool and applies pending control migrations.
     pub fn open(url: &str) -> Result<Self> {
+        configure_sqlite();
         let kind = backend_of(url);
         if kind == BackendKind::Sqlite {
             let path = sqlite_path(url);
