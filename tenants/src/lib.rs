@@ -16,6 +16,7 @@ pub mod plans;
 pub mod registry;
 pub mod rollouts;
 pub mod schema;
+mod selection;
 pub mod servers;
 pub mod tasks;
 pub mod tenant_db;

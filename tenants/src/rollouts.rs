@@ -8,15 +8,14 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tenantplane_migrations::{runner, MigrationPlan, SchemaTarget};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Change};
 use crate::db::{write_tx, ControlBackend, ControlConnection, ControlDb};
 use crate::error::{Error, Result};
-use crate::schema::{rollouts, tasks, tenant_labels, tenants};
-use crate::servers;
+use crate::schema::{rollouts, tasks, tenants};
+use crate::selection::{Candidate, Resolved, PAGE};
 
 /// Which tenants a rollout covers; several keys are ANDed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -346,86 +345,6 @@ fn validate(req: &RolloutRequest) -> Result<Settings> {
     })
 }
 
-struct Candidate {
-    id: String,
-    slug: String,
-    server_id: String,
-    schema_version: Option<String>,
-}
-
-/// The tenants a selector picks (not deleted, not still provisioning).
-fn select(conn: &mut ControlConnection, s: &Selector) -> Result<Vec<Candidate>> {
-    let mut q = tenants::table
-        .filter(tenants::deleted_at.is_null())
-        .filter(tenants::status.ne("provisioning"))
-        .select((
-            tenants::id,
-            tenants::slug,
-            tenants::server_id,
-            tenants::schema_version,
-        ))
-        .into_boxed::<ControlBackend>();
-    if let Some(wanted) = &s.tenants {
-        let found: Vec<(String, String)> = tenants::table
-            .filter(tenants::deleted_at.is_null())
-            .filter(tenants::id.eq_any(wanted).or(tenants::slug.eq_any(wanted)))
-            .select((tenants::id, tenants::slug))
-            .load(conn)?;
-        let unknown: Vec<&String> = wanted
-            .iter()
-            .filter(|w| !found.iter().any(|(id, slug)| id == *w || slug == *w))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Error::invalid(format!(
-                "unknown tenants in selector: {unknown:?}"
-            )));
-        }
-        q = q.filter(tenants::id.eq_any(found.into_iter().map(|(id, _)| id).collect::<Vec<_>>()));
-    }
-    if let Some(plans) = &s.plans {
-        q = q.filter(tenants::plan_id.eq_any(plans.clone()));
-    }
-    if let Some(labels) = &s.labels {
-        for (k, v) in labels {
-            let with = tenant_labels::table
-                .filter(tenant_labels::key.eq(k.clone()))
-                .filter(tenant_labels::value.eq(v.clone()))
-                .select(tenant_labels::tenant_id);
-            q = q.filter(tenants::id.eq_any(with));
-        }
-    }
-    if let Some(wanted) = &s.servers {
-        let mut ids = Vec::new();
-        for w in wanted {
-            let server = servers::find(conn, w)
-                .map_err(|_| Error::invalid(format!("unknown server in selector: '{w}'")))?;
-            ids.push(server.id);
-        }
-        q = q.filter(tenants::server_id.eq_any(ids));
-    }
-    let rows: Vec<(String, String, String, Option<String>)> = q.load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, slug, server_id, schema_version)| Candidate {
-            id,
-            slug,
-            server_id,
-            schema_version,
-        })
-        .collect())
-}
-
-/// Orders tenants for wave assignment: a stable shuffle keyed by the rollout,
-/// so canaries are a spread of the fleet, not the first slugs.
-fn shuffle(rollout_id: &str, candidates: &mut [Candidate]) {
-    candidates.sort_by_cached_key(|c| {
-        let mut h = Sha256::new();
-        h.update(rollout_id.as_bytes());
-        h.update(c.id.as_bytes());
-        h.finalize()
-    });
-}
-
 fn wave_sizes(specs: &[WaveSpec], total: usize) -> Vec<Wave> {
     let mut waves = Vec::new();
     let mut left = total;
@@ -467,135 +386,118 @@ fn applied_at(version: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// Creates a rollout (or, with `dry_run`, only plans it).
+/// Creates a rollout (or, with `dry_run`, only plans it). Tasks are written
+/// a page at a time in wave order (claims follow insert order), so memory
+/// does not grow with the fleet beyond a 32-byte key per tenant.
 pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Created> {
     let settings = validate(&req)?;
     let target_version = settings.target.version().map(str::to_string);
     let id = Uuid::new_v4().to_string();
     let mut conn = db.conn()?;
-    let mut candidates = select(&mut conn, &req.selector)?;
-    if candidates.is_empty() {
-        return Err(Error::invalid("the selector matches no tenant"));
-    }
-    shuffle(&id, &mut candidates);
-    let waves = wave_sizes(&settings.waves, candidates.len());
-    let mut wave_of = Vec::with_capacity(candidates.len());
-    for (w, wave) in waves.iter().enumerate() {
-        wave_of.extend(std::iter::repeat_n(w as i32, wave.size as usize));
-    }
-    let skip = |c: &Candidate| !settings.verify && c.schema_version == target_version;
-
     if req.dry_run == Some(true) {
-        let mut tasks = Vec::with_capacity(candidates.len());
-        for (c, wave) in candidates.iter().zip(&wave_of) {
-            let plan: MigrationPlan = runner::plan(
-                &applied_at(c.schema_version.as_deref()),
-                target_version.as_deref(),
-            )
-            .map_err(|e| Error::invalid(format!("tenant {}: {e}", c.slug)))?;
-            let action = if skip(c) {
-                "skip"
-            } else if plan.steps.is_empty() {
-                "verify"
-            } else if plan.steps[0].direction == tenantplane_migrations::StepDirection::Down {
-                "rollback"
-            } else {
-                "migrate"
-            };
-            tasks.push(PlannedTask {
-                tenant_id: c.id.clone(),
-                slug: c.slug.clone(),
-                wave: *wave,
-                from: c.schema_version.clone(),
-                to: target_version.clone(),
-                action,
-                steps: plan.steps,
-            });
-        }
-        tasks.sort_by(|a, b| (a.wave, &a.slug).cmp(&(b.wave, &b.slug)));
-        let to_migrate = tasks.iter().filter(|t| t.action != "skip").count();
-        return Ok(Created::Plan(RolloutPlan {
-            dry_run: true,
-            target: settings.target.to_string(),
-            target_version,
-            waves,
-            total: tasks.len(),
-            to_migrate,
-            tasks,
-        }));
+        return plan(&mut conn, &req.selector, &settings, &id).map(Created::Plan);
     }
-
     let now = Utc::now().naive_utc();
-    let mut rows: Vec<NewTask> = candidates
-        .iter()
-        .zip(&wave_of)
-        .map(|(c, wave)| {
-            let skipped = skip(c);
-            NewTask {
-                rollout_id: id.clone(),
-                tenant_id: c.id.clone(),
-                server_id: c.server_id.clone(),
-                wave: *wave,
-                priority: settings.priority,
-                state: if skipped { "skipped" } else { "pending" }.to_string(),
-                from_version: c.schema_version.clone(),
-                to_version: target_version.clone(),
-                reached_version: if skipped {
-                    c.schema_version.clone()
-                } else {
-                    None
-                },
-                max_attempts: settings.max_attempts,
-                next_attempt_at: now,
-                finished_at: skipped.then_some(now),
-            }
-        })
-        .collect();
-    // Claim order follows insert order: waves first.
-    rows.sort_by_key(|r| r.wave);
-    let all_skipped = rows.iter().all(|r| r.state == "skipped");
-    let row = RolloutRow {
-        id: id.clone(),
-        target: settings.target.to_string(),
-        target_version: target_version.clone(),
-        selector: serde_json::to_string(&req.selector).unwrap_or_default(),
-        waves: serde_json::to_string(&waves).unwrap_or_default(),
-        state: if all_skipped { "succeeded" } else { "running" }.to_string(),
-        current_wave: 0,
-        wave_count: waves.len() as i32,
-        concurrency: settings.concurrency,
-        per_server_concurrency: settings.per_server,
-        max_attempts: settings.max_attempts,
-        backoff_base_ms: settings.backoff.base_ms as i64,
-        backoff_max_ms: settings.backoff.max_ms as i64,
-        timeout_s: settings.timeout_s,
-        max_failed: settings.budget.max_failed.map(|v| v as i32),
-        max_failed_percent: settings.budget.max_failed_percent.map(|v| v as i32),
-        failures_forgiven: 0,
-        verify: settings.verify,
-        priority: settings.priority,
-        total: rows.len() as i32,
-        halt_reason: None,
-        created_by: actor.id.clone(),
-        created_at: now,
-        updated_at: now,
-        finished_at: all_skipped.then_some(now),
-    };
-    write_tx(&mut conn, None, |conn| {
+    let skip = |c: &Candidate| !settings.verify && c.schema_version == target_version;
+    let total = write_tx(&mut conn, None, |conn| {
+        let selection = Resolved::new(conn, &req.selector)?;
+        let order = selection.order(conn, &id)?;
+        if order.is_empty() {
+            return Err(Error::invalid("the selector matches no tenant"));
+        }
+        let waves = wave_sizes(&settings.waves, order.len());
+        let row = RolloutRow {
+            id: id.clone(),
+            target: settings.target.to_string(),
+            target_version: target_version.clone(),
+            selector: serde_json::to_string(&req.selector).unwrap_or_default(),
+            waves: serde_json::to_string(&waves).unwrap_or_default(),
+            state: "running".to_string(),
+            current_wave: 0,
+            wave_count: waves.len() as i32,
+            concurrency: settings.concurrency,
+            per_server_concurrency: settings.per_server,
+            max_attempts: settings.max_attempts,
+            backoff_base_ms: settings.backoff.base_ms as i64,
+            backoff_max_ms: settings.backoff.max_ms as i64,
+            timeout_s: settings.timeout_s,
+            max_failed: settings.budget.max_failed.map(|v| v as i32),
+            max_failed_percent: settings.budget.max_failed_percent.map(|v| v as i32),
+            failures_forgiven: 0,
+            verify: settings.verify,
+            priority: settings.priority,
+            total: order.len() as i32,
+            halt_reason: None,
+            created_by: actor.id.clone(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
         diesel::insert_into(rollouts::table)
             .values(&row)
             .execute(conn)?;
-        // Multi-row inserts: the MultiConnection has none, the backends do.
-        for chunk in rows.chunks(500) {
-            let insert = diesel::insert_into(tasks::table).values(chunk);
+        // Tenants deleted since `order` read them drop out of their wave.
+        let mut sizes = vec![0i64; waves.len()];
+        let wave_of = wave_index(&waves);
+        for (page_no, page) in order.chunks(PAGE).enumerate() {
+            let first = page_no * PAGE;
+            let rows: Vec<NewTask> = selection
+                .rows(conn, page)?
+                .into_iter()
+                .map(|(i, c)| {
+                    let wave = wave_of(first + i);
+                    sizes[wave as usize] += 1;
+                    let skipped = skip(&c);
+                    NewTask {
+                        rollout_id: id.clone(),
+                        tenant_id: c.id,
+                        server_id: c.server_id,
+                        wave,
+                        priority: settings.priority,
+                        state: if skipped { "skipped" } else { "pending" }.to_string(),
+                        reached_version: if skipped {
+                            c.schema_version.clone()
+                        } else {
+                            None
+                        },
+                        from_version: c.schema_version,
+                        to_version: target_version.clone(),
+                        max_attempts: settings.max_attempts,
+                        next_attempt_at: now,
+                        finished_at: skipped.then_some(now),
+                    }
+                })
+                .collect();
+            // Multi-row inserts: the MultiConnection has none, the backends do.
+            let insert = diesel::insert_into(tasks::table).values(&rows);
             match conn {
                 ControlConnection::Sqlite(c) => insert.execute(c)?,
                 ControlConnection::Postgres(c) => insert.execute(c)?,
             };
         }
+        let total: i64 = sizes.iter().sum();
+        if total == 0 {
+            return Err(Error::invalid("the selector matches no tenant"));
+        }
+        if total != order.len() as i64 {
+            let waves: Vec<Wave> = waves
+                .iter()
+                .zip(&sizes)
+                .map(|(w, size)| Wave {
+                    name: w.name.clone(),
+                    size: *size,
+                })
+                .collect();
+            diesel::update(rollouts::table.find(&id))
+                .set((
+                    rollouts::total.eq(total as i32),
+                    rollouts::waves.eq(serde_json::to_string(&waves).unwrap_or_default()),
+                ))
+                .execute(conn)?;
+        }
         let after = serde_json::json!({
             "target": row.target, "target_version": row.target_version,
-            "selector": req.selector, "total": row.total,
+            "selector": req.selector, "total": total,
         });
         audit::record(
             conn,
@@ -609,11 +511,84 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
                 after: Some(after),
             },
         )?;
-        // Waves made only of skipped tenants need no worker to move on.
-        crate::tasks::advance(conn, &id)
+        // Finishes at once when every task was skipped; opens the waves made
+        // only of skipped tenants.
+        crate::tasks::advance(conn, &id)?;
+        Ok(total)
     })?;
-    tracing::info!(rollout_id = %id, target = %row.target, tenants = row.total, "rollout created");
+    tracing::info!(rollout_id = %id, target = %settings.target, tenants = total, "rollout created");
     Ok(Created::Rollout(Box::new(get(db, &id)?)))
+}
+
+/// The wave of the tenant at a position of the wave order.
+fn wave_index(waves: &[Wave]) -> impl Fn(usize) -> i32 + '_ {
+    move |position| {
+        let mut end = 0usize;
+        for (w, wave) in waves.iter().enumerate() {
+            end += wave.size as usize;
+            if position < end {
+                return w as i32;
+            }
+        }
+        waves.len().saturating_sub(1) as i32
+    }
+}
+
+/// A dry run: what `create` would do, tenant by tenant, changing nothing.
+fn plan(
+    conn: &mut ControlConnection,
+    selector: &Selector,
+    settings: &Settings,
+    rollout_id: &str,
+) -> Result<RolloutPlan> {
+    let target_version = settings.target.version().map(str::to_string);
+    let selection = Resolved::new(conn, selector)?;
+    let order = selection.order(conn, rollout_id)?;
+    if order.is_empty() {
+        return Err(Error::invalid("the selector matches no tenant"));
+    }
+    let waves = wave_sizes(&settings.waves, order.len());
+    let wave_of = wave_index(&waves);
+    let mut tasks = Vec::with_capacity(order.len());
+    for (page_no, page) in order.chunks(PAGE).enumerate() {
+        for (i, c) in selection.rows(conn, page)? {
+            let plan: MigrationPlan = runner::plan(
+                &applied_at(c.schema_version.as_deref()),
+                target_version.as_deref(),
+            )
+            .map_err(|e| Error::invalid(format!("tenant {}: {e}", c.slug)))?;
+            let action = if !settings.verify && c.schema_version == target_version {
+                "skip"
+            } else if plan.steps.is_empty() {
+                "verify"
+            } else if plan.steps[0].direction == tenantplane_migrations::StepDirection::Down {
+                "rollback"
+            } else {
+                "migrate"
+            };
+            tasks.push(PlannedTask {
+                tenant_id: c.id,
+                slug: c.slug,
+                wave: wave_of(page_no * PAGE + i),
+                from: c.schema_version,
+                to: target_version.clone(),
+                action,
+                steps: plan.steps,
+            });
+        }
+    }
+    drop(wave_of);
+    tasks.sort_by(|a, b| (a.wave, &a.slug).cmp(&(b.wave, &b.slug)));
+    let to_migrate = tasks.iter().filter(|t| t.action != "skip").count();
+    Ok(RolloutPlan {
+        dry_run: true,
+        target: settings.target.to_string(),
+        target_version,
+        waves,
+        total: tasks.len(),
+        to_migrate,
+        tasks,
+    })
 }
 
 pub fn counts(conn: &mut ControlConnection, rollout_id: &str) -> Result<TaskCounts> {
