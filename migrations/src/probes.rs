@@ -34,6 +34,10 @@ struct V {
 /// What the probes need of a connection.
 struct Ctx<'c, 'a> {
     conn: &'c mut ProbeConn<'a>,
+    /// The shop and cashier most probes share (each row a probe writes is
+    /// its own, so they cannot see each other); probes that count rows per
+    /// shop or write the shop's one settings row make their own.
+    shared: Option<(i64, i64)>,
 }
 
 impl Ctx<'_, '_> {
@@ -75,8 +79,19 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// A shop and a cashier to hang the probe's rows on.
-    fn shop_and_user(&mut self, tag: &str) -> Result<(i64, i64), String> {
+    /// The shared shop and cashier to hang a probe's rows on: two inserts
+    /// per run instead of two per probe.
+    fn shop_and_user(&mut self) -> Result<(i64, i64), String> {
+        if let Some(ids) = self.shared {
+            return Ok(ids);
+        }
+        let ids = self.own_shop_and_user("shared")?;
+        self.shared = Some(ids);
+        Ok(ids)
+    }
+
+    /// A shop and a cashier of the probe's own.
+    fn own_shop_and_user(&mut self, tag: &str) -> Result<(i64, i64), String> {
         let shop = self.insert(&format!(
             "INSERT INTO shop_profile (name) VALUES ('probe {tag}')"
         ))?;
@@ -222,11 +237,13 @@ pub fn run(conn: ProbeConn<'_>, version: Option<&str>) -> Result<Vec<&'static st
         ProbeConn::Sqlite(c) => c.transaction(|c| {
             body(&mut Ctx {
                 conn: &mut ProbeConn::Sqlite(c),
+                shared: None,
             })
         }),
         ProbeConn::Postgres(c) => c.transaction(|c| {
             body(&mut Ctx {
                 conn: &mut ProbeConn::Postgres(c),
+                shared: None,
             })
         }),
     };
@@ -240,7 +257,7 @@ pub fn run(conn: ProbeConn<'_>, version: Option<&str>) -> Result<Vec<&'static st
 }
 
 fn baseline(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("baseline")?;
+    let (shop, user) = c.shop_and_user()?;
     c.exec(&format!(
         "INSERT INTO settings (shop_id, currency, tax_rate_bp) VALUES ({shop}, 'EUR', 1900)"
     ))?;
@@ -279,7 +296,7 @@ fn baseline(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn invoice_numbering(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("invoice")?;
+    let (shop, user) = c.own_shop_and_user("invoice")?;
     let first = c.sale(shop, user, "", 100)?;
     let second = c.sale(shop, user, "", 200)?;
     c.check(
@@ -297,7 +314,7 @@ fn invoice_numbering(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn branding(c: &mut Ctx) -> Result<(), String> {
-    let (shop, _) = c.shop_and_user("branding")?;
+    let (shop, _) = c.shop_and_user()?;
     let blob = if c.pg() {
         "'\\xdeadbeef'::bytea"
     } else {
@@ -317,7 +334,7 @@ fn branding(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn audit_diff(c: &mut Ctx) -> Result<(), String> {
-    let (_, user) = c.shop_and_user("audit")?;
+    let (_, user) = c.shop_and_user()?;
     let id = c.insert(&format!(
         "INSERT INTO audit_log (user_id, action, resource_type, resource_id, before_state, after_state, ip_address, user_agent) \
          VALUES ({user}, 'sale.update', 'sale', '42', '{{\"total\":1}}', '{{\"total\":2}}', '203.0.113.9', 'probe')"
@@ -332,7 +349,7 @@ fn audit_diff(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn day_end_lock(c: &mut Ctx) -> Result<(), String> {
-    let (shop, _) = c.shop_and_user("lock")?;
+    let (shop, _) = c.own_shop_and_user("lock")?;
     c.exec(&format!(
         "INSERT INTO settings (shop_id, locked_until) VALUES ({shop}, '2026-05-04 23:59:59')"
     ))?;
@@ -343,7 +360,7 @@ fn day_end_lock(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn expense_categories(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("expcat")?;
+    let (shop, user) = c.shop_and_user()?;
     let cat = c.insert(&format!(
         "INSERT INTO expense_categories (shop_id, name, color, rules_json) VALUES ({shop}, 'Probe', '#abcdef', '{{\"match\":\"probe\"}}')"
     ))?;
@@ -360,7 +377,7 @@ fn expense_categories(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn sales_heatmap(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("heatmap")?;
+    let (shop, user) = c.own_shop_and_user("heatmap")?;
     c.sale(shop, user, "", 300)?;
     if c.pg() {
         // A materialized view: readable, and refreshable concurrently
@@ -378,7 +395,7 @@ fn sales_heatmap(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn customer_metrics(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("metrics")?;
+    let (shop, user) = c.shop_and_user()?;
     c.sale(shop, user, "+1999", 500)?;
     c.sale(shop, user, "+1999", 250)?;
     c.check(
@@ -388,7 +405,7 @@ fn customer_metrics(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn recommendations(c: &mut Ctx) -> Result<(), String> {
-    let (shop, _) = c.shop_and_user("reco")?;
+    let (shop, _) = c.shop_and_user()?;
     let id = c.insert(&format!(
         "INSERT INTO recommendations (shop_id, kind, subject_key, payload, expires_at) VALUES ({shop}, 'restock', 'sku-1', '{{\"qty\":3}}', '2026-06-01 00:00:00')"
     ))?;
@@ -402,7 +419,7 @@ fn recommendations(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn ai_assistant(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("assistant")?;
+    let (shop, user) = c.shop_and_user()?;
     let session = c.insert(&format!(
         "INSERT INTO assistant_sessions (user_id, shop_id, title) VALUES ({user}, {shop}, 'probe')"
     ))?;
@@ -418,7 +435,7 @@ fn ai_assistant(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn credit_reminders(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("reminders")?;
+    let (shop, user) = c.shop_and_user()?;
     let credit = c.insert(&format!(
         "INSERT INTO credits (shop_id, customer_name, customer_phone, amount_minor, currency) VALUES ({shop}, 'Debtor', '+1888', 900, 'USD')"
     ))?;
@@ -449,7 +466,7 @@ fn staff_roles(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn user_invites(c: &mut Ctx) -> Result<(), String> {
-    let (_, user) = c.shop_and_user("invites")?;
+    let (_, user) = c.shop_and_user()?;
     let invite = c.insert(&format!(
         "INSERT INTO user_invites (email, role, token_hash, invited_by, expires_at) VALUES ('new@shop.example', 'cashier', 'probe-hash', {user}, '2026-06-01 00:00:00')"
     ))?;
@@ -458,7 +475,7 @@ fn user_invites(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn webhooks(c: &mut Ctx) -> Result<(), String> {
-    let (_, user) = c.shop_and_user("webhooks")?;
+    let (_, user) = c.shop_and_user()?;
     let hook = c.insert(&format!(
         "INSERT INTO api_webhooks (event, target_url, secret, created_by) VALUES ('sale.created', 'https://hooks.example/x', 's3cret', {user})"
     ))?;
@@ -473,7 +490,7 @@ fn webhooks(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn audit_exports(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("exports")?;
+    let (shop, user) = c.shop_and_user()?;
     let export = c.insert(&format!(
         "INSERT INTO exports (requested_by, shop_id, kind, export_token, expires_at) VALUES ({user}, {shop}, 'audit_log', 'probe-token', '2026-06-01 00:00:00')"
     ))?;
@@ -485,7 +502,7 @@ fn audit_exports(c: &mut Ctx) -> Result<(), String> {
 }
 
 fn sale_locks(c: &mut Ctx) -> Result<(), String> {
-    let (shop, user) = c.shop_and_user("locks")?;
+    let (shop, user) = c.shop_and_user()?;
     let sale = c.sale(shop, user, "", 100)?;
     c.exec(&format!(
         "UPDATE sales SET locked_by = {user}, locked_at = '2026-05-04 23:00:00' WHERE id = {sale}"

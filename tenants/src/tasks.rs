@@ -221,9 +221,12 @@ pub fn complete(
                 crate::changes::bump(conn)?;
             }
         }
-        for step in &outcome.applied {
-            diesel::insert_into(migration_runs::table)
-                .values((
+        // One multi-row insert (the MultiConnection has none, the backends do).
+        let runs: Vec<_> = outcome
+            .applied
+            .iter()
+            .map(|step| {
+                (
                     migration_runs::tenant_id.eq(&task.tenant_id),
                     migration_runs::task_id.eq(Some(task.id)),
                     migration_runs::version.eq(&step.version),
@@ -233,8 +236,15 @@ pub fn complete(
                     }),
                     migration_runs::worker.eq(worker),
                     migration_runs::ran_at.eq(now),
-                ))
-                .execute(conn)?;
+                )
+            })
+            .collect();
+        if !runs.is_empty() {
+            let insert = diesel::insert_into(migration_runs::table).values(&runs);
+            match conn {
+                ControlConnection::Sqlite(c) => insert.execute(c)?,
+                ControlConnection::Postgres(c) => insert.execute(c)?,
+            };
         }
         let ms = duration.as_millis() as i64;
         match &outcome.error {
