@@ -187,7 +187,15 @@ pub async fn events(
             if done {
                 return None;
             }
+            // One read per interval per watcher, changed or not: while a
+            // rollout runs its counts change on nearly every read, and reading
+            // back to back kept the control database busy for each watcher.
+            let mut wait = last.is_some();
             loop {
+                if wait {
+                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+                }
+                wait = true;
                 let (db2, id2) = (db.clone(), id.clone());
                 let event = match blocking(move || rollouts::get(&db2, &id2)).await {
                     Ok(r) => {
@@ -215,7 +223,6 @@ pub async fn events(
                         (db, id, Some(data), finished),
                     ));
                 }
-                actix_web::rt::time::sleep(Duration::from_millis(500)).await;
             }
         },
     );
