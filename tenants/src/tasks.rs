@@ -64,8 +64,17 @@ RETURNING id, rollout_id, tenant_id, server_id, attempts, max_attempts, to_versi
 /// Serialises claims on PostgreSQL so the concurrency counts cannot race.
 const CLAIM_LOCK: i64 = 0x7465_6e61_6e74_0010;
 
+/// When this process last looked for expired leases (ms since the epoch).
+static EXPIRED_CHECKED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Expired leases are looked for at most this often per process: leases run
+/// for tens of seconds, and the search is a second full claim query that
+/// would otherwise run before every claim and nearly always find nothing.
+const EXPIRED_EVERY_MS: i64 = 1_000;
+
 /// Claims the next runnable task: first a task whose lease expired (its
-/// worker died), then a pending one that is due.
+/// worker died; looked for at most once a second), then a pending one that
+/// is due.
 pub fn claim(
     db: &ControlDb,
     worker: &str,
@@ -74,11 +83,27 @@ pub fn claim(
     let mut conn = db.conn()?;
     let now = Utc::now().naive_utc();
     let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
-        for (state, due) in [
+    let now_ms = now.and_utc().timestamp_millis();
+    let last = EXPIRED_CHECKED_MS.load(std::sync::atomic::Ordering::Relaxed);
+    let look_for_expired = now_ms - last >= EXPIRED_EVERY_MS
+        && EXPIRED_CHECKED_MS
+            .compare_exchange(
+                last,
+                now_ms,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok();
+    let passes: &[(&str, &str)] = if look_for_expired {
+        &[
             ("running", "t.lease_expires_at < $3"),
             ("pending", "t.next_attempt_at <= $3"),
-        ] {
+        ]
+    } else {
+        &[("pending", "t.next_attempt_at <= $3")]
+    };
+    let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
+        for &(state, due) in passes {
             let sql = CLAIM.replace("{state}", state).replace("{due}", due);
             let rows: Vec<ClaimedTask> = match conn {
                 ControlConnection::Postgres(pg) => {
