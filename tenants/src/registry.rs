@@ -401,6 +401,21 @@ fn provision(
     Ok(target.map(str::to_string))
 }
 
+/// Narrows a tenants query to the tenants carrying every `key = value` label.
+pub(crate) fn with_labels<'a, 'l, ST: 'a>(
+    mut q: tenants::BoxedQuery<'a, ControlBackend, ST>,
+    labels: impl IntoIterator<Item = (&'l String, &'l String)>,
+) -> tenants::BoxedQuery<'a, ControlBackend, ST> {
+    for (k, v) in labels {
+        let with_label = tenant_labels::table
+            .filter(tenant_labels::key.eq(k.clone()))
+            .filter(tenant_labels::value.eq(v.clone()))
+            .select(tenant_labels::tenant_id);
+        q = q.filter(tenants::id.eq_any(with_label));
+    }
+    q
+}
+
 pub fn list(db: &ControlDb, filter: &TenantFilter) -> Result<TenantPage> {
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -459,13 +474,7 @@ pub fn list(db: &ControlDb, filter: &TenantFilter) -> Result<TenantPage> {
             }
         }
     }
-    for (k, v) in &filter.labels {
-        let with_label = tenant_labels::table
-            .filter(tenant_labels::key.eq(k.clone()))
-            .filter(tenant_labels::value.eq(v.clone()))
-            .select(tenant_labels::tenant_id);
-        q = q.filter(tenants::id.eq_any(with_label));
-    }
+    q = with_labels(q, filter.labels.iter().map(|(k, v)| (k, v)));
     if let Some(cursor) = &filter.cursor {
         q = q.filter(tenants::slug.gt(cursor.clone()));
     }

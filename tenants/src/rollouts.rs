@@ -240,6 +240,13 @@ struct Settings {
     waves: Vec<WaveSpec>,
 }
 
+impl Settings {
+    /// A tenant already at the target is skipped, unless the rollout verifies.
+    fn skips(&self, c: &Candidate) -> bool {
+        !self.verify && c.schema_version.as_deref() == self.target.version()
+    }
+}
+
 fn validate(req: &RolloutRequest) -> Result<Settings> {
     let target: SchemaTarget = req
         .target
@@ -398,14 +405,9 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         return plan(&mut conn, &req.selector, &settings, &id).map(Created::Plan);
     }
     let now = Utc::now().naive_utc();
-    let skip = |c: &Candidate| !settings.verify && c.schema_version == target_version;
     let total = write_tx(&mut conn, None, |conn| {
-        let selection = Resolved::new(conn, &req.selector)?;
-        let order = selection.order(conn, &id)?;
-        if order.is_empty() {
-            return Err(Error::invalid("the selector matches no tenant"));
-        }
-        let waves = wave_sizes(&settings.waves, order.len());
+        let selected = Selected::read(conn, &req.selector, &settings, &id)?;
+        let waves = &selected.waves;
         let row = RolloutRow {
             id: id.clone(),
             target: settings.target.to_string(),
@@ -426,7 +428,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             failures_forgiven: 0,
             verify: settings.verify,
             priority: settings.priority,
-            total: order.len() as i32,
+            total: selected.order.len() as i32,
             halt_reason: None,
             created_by: actor.id.clone(),
             created_at: now,
@@ -438,16 +440,12 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             .execute(conn)?;
         // Tenants deleted since `order` read them drop out of their wave.
         let mut sizes = vec![0i64; waves.len()];
-        let wave_of = wave_index(&waves);
-        for (page_no, page) in order.chunks(PAGE).enumerate() {
-            let first = page_no * PAGE;
-            let rows: Vec<NewTask> = selection
-                .rows(conn, page)?
+        selected.for_each_page(conn, |conn, page| {
+            let rows: Vec<NewTask> = page
                 .into_iter()
-                .map(|(i, c)| {
-                    let wave = wave_of(first + i);
+                .map(|(wave, c)| {
                     sizes[wave as usize] += 1;
-                    let skipped = skip(&c);
+                    let skipped = settings.skips(&c);
                     NewTask {
                         rollout_id: id.clone(),
                         tenant_id: c.id,
@@ -474,12 +472,13 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
                 ControlConnection::Sqlite(c) => insert.execute(c)?,
                 ControlConnection::Postgres(c) => insert.execute(c)?,
             };
-        }
+            Ok(())
+        })?;
         let total: i64 = sizes.iter().sum();
         if total == 0 {
             return Err(Error::invalid("the selector matches no tenant"));
         }
-        if total != order.len() as i64 {
+        if total != selected.order.len() as i64 {
             let waves: Vec<Wave> = waves
                 .iter()
                 .zip(&sizes)
@@ -520,17 +519,61 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
     Ok(Created::Rollout(Box::new(get(db, &id)?)))
 }
 
-/// The wave of the tenant at a position of the wave order.
-fn wave_index(waves: &[Wave]) -> impl Fn(usize) -> i32 + '_ {
-    move |position| {
+/// The selected tenants in wave order, cut into waves.
+struct Selected {
+    selection: Resolved,
+    order: Vec<Uuid>,
+    waves: Vec<Wave>,
+}
+
+impl Selected {
+    fn read(
+        conn: &mut ControlConnection,
+        selector: &Selector,
+        settings: &Settings,
+        rollout_id: &str,
+    ) -> Result<Selected> {
+        let selection = Resolved::new(conn, selector)?;
+        let order = selection.order(conn, rollout_id)?;
+        if order.is_empty() {
+            return Err(Error::invalid("the selector matches no tenant"));
+        }
+        let waves = wave_sizes(&settings.waves, order.len());
+        Ok(Selected {
+            selection,
+            order,
+            waves,
+        })
+    }
+
+    /// Calls `f` with each page of tenants and their waves, in wave order.
+    fn for_each_page(
+        &self,
+        conn: &mut ControlConnection,
+        mut f: impl FnMut(&mut ControlConnection, Vec<(i32, Candidate)>) -> Result<()>,
+    ) -> Result<()> {
+        for (page_no, page) in self.order.chunks(PAGE).enumerate() {
+            let rows = self
+                .selection
+                .rows(conn, page)?
+                .into_iter()
+                .map(|(i, c)| (self.wave_of(page_no * PAGE + i), c))
+                .collect();
+            f(conn, rows)?;
+        }
+        Ok(())
+    }
+
+    /// The wave of the tenant at a position of the wave order.
+    fn wave_of(&self, position: usize) -> i32 {
         let mut end = 0usize;
-        for (w, wave) in waves.iter().enumerate() {
+        for (w, wave) in self.waves.iter().enumerate() {
             end += wave.size as usize;
             if position < end {
                 return w as i32;
             }
         }
-        waves.len().saturating_sub(1) as i32
+        self.waves.len().saturating_sub(1) as i32
     }
 }
 
@@ -542,22 +585,16 @@ fn plan(
     rollout_id: &str,
 ) -> Result<RolloutPlan> {
     let target_version = settings.target.version().map(str::to_string);
-    let selection = Resolved::new(conn, selector)?;
-    let order = selection.order(conn, rollout_id)?;
-    if order.is_empty() {
-        return Err(Error::invalid("the selector matches no tenant"));
-    }
-    let waves = wave_sizes(&settings.waves, order.len());
-    let wave_of = wave_index(&waves);
-    let mut tasks = Vec::with_capacity(order.len());
-    for (page_no, page) in order.chunks(PAGE).enumerate() {
-        for (i, c) in selection.rows(conn, page)? {
+    let selected = Selected::read(conn, selector, settings, rollout_id)?;
+    let mut tasks = Vec::with_capacity(selected.order.len());
+    selected.for_each_page(conn, |_, page| {
+        for (wave, c) in page {
             let plan: MigrationPlan = runner::plan(
                 &applied_at(c.schema_version.as_deref()),
                 target_version.as_deref(),
             )
             .map_err(|e| Error::invalid(format!("tenant {}: {e}", c.slug)))?;
-            let action = if !settings.verify && c.schema_version == target_version {
+            let action = if settings.skips(&c) {
                 "skip"
             } else if plan.steps.is_empty() {
                 "verify"
@@ -569,22 +606,22 @@ fn plan(
             tasks.push(PlannedTask {
                 tenant_id: c.id,
                 slug: c.slug,
-                wave: wave_of(page_no * PAGE + i),
+                wave,
                 from: c.schema_version,
                 to: target_version.clone(),
                 action,
                 steps: plan.steps,
             });
         }
-    }
-    drop(wave_of);
+        Ok(())
+    })?;
     tasks.sort_by(|a, b| (a.wave, &a.slug).cmp(&(b.wave, &b.slug)));
     let to_migrate = tasks.iter().filter(|t| t.action != "skip").count();
     Ok(RolloutPlan {
         dry_run: true,
         target: settings.target.to_string(),
         target_version,
-        waves,
+        waves: selected.waves,
         total: tasks.len(),
         to_migrate,
         tasks,

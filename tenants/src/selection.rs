@@ -3,14 +3,17 @@
 //! over 1,000: a 32-byte sort key per tenant, and one page of full rows at a
 //! time.
 
+use std::collections::{BTreeMap, HashMap};
+
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::db::{ControlBackend, ControlConnection};
 use crate::error::{Error, Result};
+use crate::registry::with_labels;
 use crate::rollouts::Selector;
-use crate::schema::{tenant_labels, tenants};
+use crate::schema::tenants;
 use crate::servers;
 
 /// Rows read per query, while scanning and while expanding.
@@ -21,7 +24,7 @@ pub(crate) const PAGE: usize = 500;
 pub(crate) struct Resolved {
     tenant_ids: Option<Vec<String>>,
     plans: Option<Vec<String>>,
-    labels: Vec<(String, String)>,
+    labels: BTreeMap<String, String>,
     server_ids: Option<Vec<String>>,
 }
 
@@ -73,12 +76,7 @@ impl Resolved {
         Ok(Resolved {
             tenant_ids,
             plans: s.plans.clone(),
-            labels: s
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: s.labels.clone().unwrap_or_default(),
             server_ids,
         })
     }
@@ -95,13 +93,7 @@ impl Resolved {
         if let Some(plans) = &self.plans {
             q = q.filter(tenants::plan_id.eq_any(plans.clone()));
         }
-        for (k, v) in &self.labels {
-            let with = tenant_labels::table
-                .filter(tenant_labels::key.eq(k.clone()))
-                .filter(tenant_labels::value.eq(v.clone()))
-                .select(tenant_labels::tenant_id);
-            q = q.filter(tenants::id.eq_any(with));
-        }
+        q = with_labels(q, &self.labels);
         if let Some(ids) = &self.server_ids {
             q = q.filter(tenants::server_id.eq_any(ids.clone()));
         }
@@ -150,7 +142,7 @@ impl Resolved {
         ids: &[Uuid],
     ) -> Result<Vec<(usize, Candidate)>> {
         let wanted: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let mut found: std::collections::HashMap<String, Candidate> = self
+        let mut found: HashMap<String, Candidate> = self
             .query()
             .filter(tenants::id.eq_any(wanted.clone()))
             .select((
