@@ -34,6 +34,8 @@ use tenantplane_tenants::{Actor, ControlConnection, ControlDb};
 use tenantplane_worker::{WorkerConfig, WorkerHandle};
 use uuid::Uuid;
 
+use crate::cpu_meter::CpuMeter;
+
 /// Tenant rows inserted per statement, and tenants provisioned per batch.
 const CHUNK: usize = 500;
 /// How often the engine phase reads the rollout's state.
@@ -455,7 +457,7 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
     );
 
     // 3. Baseline.
-    let baseline_secs = run_baseline(s, scratch, &layout, &baseline_list, steps)?;
+    let baseline = run_baseline(s, scratch, &layout, &baseline_list, steps)?;
     verify_baseline(s, &layout, &baseline_list)?;
 
     // 4. No-op rollout, with a worker running as in production (it has
@@ -476,7 +478,7 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
     };
 
     let engine_tps = s.tenants as f64 / engine.secs;
-    let baseline_tps = s.baseline as f64 / baseline_secs;
+    let baseline_tps = s.baseline as f64 / baseline.secs;
     let date = Utc::now().format("%Y-%m-%d %H:%M UTC");
     println!("tenantplane bench ({date}), {cores} cores");
     println!(
@@ -508,12 +510,15 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         engine.poll_secs,
     );
     println!(
-        "diesel CLI loop: {} tenants in {baseline_secs:.2} s = {baseline_tps:.1} tenants/s",
-        s.baseline
+        "diesel CLI loop: {} tenants in {:.2} s = {baseline_tps:.1} tenants/s",
+        s.baseline, baseline.secs
     );
+    let ratio = engine_tps / baseline_tps;
+    println!("ratio {ratio:.1}x (engine tenants/s / diesel CLI loop tenants/s)");
     println!(
-        "ratio {:.1}x (engine tenants/s / diesel CLI loop tenants/s)",
-        engine_tps / baseline_tps
+        "CPU per tenant, whole machine (/proc/stat busy time): engine {:.1} ms, diesel CLI loop {:.1} ms",
+        engine.cpu_secs * 1000.0 / s.tenants as f64,
+        baseline.cpu_secs * 1000.0 / s.baseline as f64
     );
     println!(
         "no-op rollout to head over {} tenants (all at head): {:.3} s ({} skipped)",
@@ -527,11 +532,24 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
     );
     if !parts.is_empty() {
         println!(
-            "one tenant run, single-threaded, mean of {} fresh phase-0 databases each:",
+            "one tenant run, single-threaded, mean of {} fresh phase-0 databases each (wall, whole-machine CPU):",
             s.breakdown
         );
-        for (what, ms) in &parts {
-            println!("  {ms:8.2} ms  {what}");
+        for part in &parts {
+            println!(
+                "  {:8.2} ms {:8.2} ms CPU  {}",
+                part.wall_ms, part.cpu_ms, part.what
+            );
+        }
+        if let Some(floor) = parts.iter().find(|p| p.floor).filter(|p| p.cpu_ms > 0.0) {
+            let diesel_ms = baseline.secs * 1000.0 / s.baseline as f64;
+            let ceiling = cores as f64 * diesel_ms / floor.cpu_ms;
+            println!(
+                "ceiling of the ratio on this machine: {cores} cores x {diesel_ms:.2} ms per diesel CLI tenant / \
+                 {:.2} ms CPU that the migrations alone cost per tenant = {ceiling:.1}x; the engine reached {ratio:.1}x ({:.0} % of it)",
+                floor.cpu_ms,
+                100.0 * ratio / ceiling
+            );
         }
     }
     Ok(())
@@ -834,6 +852,8 @@ fn start_worker(s: &Settings, db: &ControlDb) -> Result<Worker> {
 
 struct EngineRun {
     secs: f64,
+    /// Busy CPU seconds of the whole machine during the run.
+    cpu_secs: f64,
     create_secs: f64,
     /// Sum of the tasks' durations (tenant runs as the executor times them).
     task_secs: f64,
@@ -845,6 +865,7 @@ struct EngineRun {
 fn run_engine(s: &Settings, db: &ControlDb, actor: &Actor) -> Result<EngineRun> {
     eprintln!("engine: rollout to head over {} tenants", s.tenants);
     let started = Instant::now();
+    let cpu = CpuMeter::start()?;
     let created =
         rollouts::create(db, actor, rollout_to_head(s)).context("creating the rollout")?;
     let create_secs = started.elapsed().as_secs_f64();
@@ -857,6 +878,7 @@ fn run_engine(s: &Settings, db: &ControlDb, actor: &Actor) -> Result<EngineRun> 
     let mut progress = Progress::new("engine", s.tenants);
     let waited = wait_for(db, &rollout.id, &mut progress)?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu.busy_secs()?;
     ensure!(
         waited.succeeded == s.tenants as i64,
         "the rollout succeeded with {} of {} tenants migrated",
@@ -873,6 +895,7 @@ fn run_engine(s: &Settings, db: &ControlDb, actor: &Actor) -> Result<EngineRun> 
         .context("summing the task durations")?;
     Ok(EngineRun {
         secs,
+        cpu_secs,
         create_secs,
         task_secs: task_ms as f64 / 1000.0,
         polls: waited.polls,
@@ -1048,7 +1071,7 @@ fn run_baseline(
     layout: &Layout,
     list: &Path,
     steps: usize,
-) -> Result<f64> {
+) -> Result<Timed> {
     let diesel = sh_quote(&s.diesel.to_string_lossy());
     let migrations = sh_quote(&s.migration_dir.to_string_lossy());
     let script = match s.backend {
@@ -1075,6 +1098,7 @@ fn run_baseline(
     let log_path = scratch.dir.join("baseline.stderr");
     let log = File::create(&log_path)?;
     let started = Instant::now();
+    let cpu = CpuMeter::start()?;
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(&script)
@@ -1098,7 +1122,10 @@ fn run_baseline(
         }
     }
     let status = child.wait().context("waiting for the diesel CLI loop")?;
-    let secs = started.elapsed().as_secs_f64();
+    let timed = Timed {
+        secs: started.elapsed().as_secs_f64(),
+        cpu_secs: cpu.busy_secs()?,
+    };
     if !status.success() {
         let mut err = String::new();
         File::open(&log_path)?.read_to_string(&mut err)?;
@@ -1113,7 +1140,13 @@ fn run_baseline(
         "the diesel CLI loop ran {ran} migrations, expected {}",
         steps * s.baseline
     );
-    Ok(secs)
+    Ok(timed)
+}
+
+/// Wall-clock and whole-machine busy CPU seconds of one measured part.
+struct Timed {
+    secs: f64,
+    cpu_secs: f64,
 }
 
 /// Every baseline database holds every version, inside its own schema on
@@ -1248,7 +1281,7 @@ fn breakdown(
     s: &Settings,
     scratch: &Scratch,
     server: &DatabaseServer,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<Vec<BreakdownPart>> {
     type Part = fn(&mut TenantConnection, &Uuid, &'static str) -> Result<()>;
     fn nothing(_: &mut TenantConnection, _: &Uuid, _: &'static str) -> Result<()> {
         Ok(())
@@ -1280,38 +1313,58 @@ fn breakdown(
     fn with_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
         engine_run(c, id, head, true)
     }
-    let parts: [(&str, Part); 4] = [
-        ("connect + close", nothing),
+    // (what, the part, whether it is the floor: the least any engine must
+    // do per tenant — connect, run the migrations once in one transaction,
+    // record their versions).
+    let parts: [(&str, Part, bool); 4] = [
+        ("connect + close", nothing, false),
         (
             "migrations, one transaction each (as the diesel CLI runs them), in-process",
             migrate_only,
+            false,
         ),
         (
             "tenant_run::run_on without probes (one outer transaction, savepoints)",
             without_probes,
+            true,
         ),
         (
             "tenant_run::run_on with probes (what a worker runs)",
             with_probes,
+            false,
         ),
     ];
     let mut out = Vec::new();
-    for (what, part) in parts {
-        let mut total = Duration::ZERO;
+    for (what, part, floor) in parts {
+        let mut wall = Duration::ZERO;
+        let mut cpu_secs = 0.0;
         for _ in 0..s.breakdown {
             let (id, location) = fresh_phase0(s, scratch, server)?;
             let started = Instant::now();
+            let cpu = CpuMeter::start()?;
             let mut conn = location.connect().map_err(|e| anyhow!("connecting: {e}"))?;
             part(&mut conn, &id, s.head).with_context(|| format!("breakdown: {what}"))?;
             drop(conn);
-            total += started.elapsed();
+            cpu_secs += cpu.busy_secs()?;
+            wall += started.elapsed();
         }
-        out.push((
-            what.to_string(),
-            total.as_secs_f64() * 1000.0 / s.breakdown as f64,
-        ));
+        out.push(BreakdownPart {
+            what,
+            wall_ms: wall.as_secs_f64() * 1000.0 / s.breakdown as f64,
+            cpu_ms: cpu_secs * 1000.0 / s.breakdown as f64,
+            floor,
+        });
     }
     Ok(out)
+}
+
+/// Mean cost per tenant of one part of a tenant run.
+struct BreakdownPart {
+    what: &'static str,
+    wall_ms: f64,
+    cpu_ms: f64,
+    /// The part that bounds any engine: see [`breakdown`].
+    floor: bool,
 }
 
 fn mib(kib: u64) -> f64 {

@@ -5,6 +5,7 @@ mod bench;
 mod bench_flags;
 mod cli;
 mod config;
+mod cpu_meter;
 mod demo;
 mod serve;
 
