@@ -76,7 +76,7 @@ pub struct BenchArgs {
     /// Databases the diesel CLI loop migrates (default: min(tenants, 200)).
     #[arg(long)]
     baseline_tenants: Option<usize>,
-    /// Worker executor threads (default: 2 per core).
+    /// Worker executor threads (default: the worker's, 4 per core).
     #[arg(long)]
     threads: Option<usize>,
     /// The rollout's concurrency (default: the number of worker threads).
@@ -129,10 +129,10 @@ impl Settings {
         ensure!(args.tenants >= 1, "--tenants must be at least 1");
         let baseline = args.baseline_tenants.unwrap_or(args.tenants.min(200));
         ensure!(baseline >= 1, "--baseline-tenants must be at least 1");
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let threads = args.threads.unwrap_or(cores * 2);
+        // The worker's own default, so that the bench measures what runs.
+        let threads = args
+            .threads
+            .unwrap_or_else(|| WorkerConfig::default().threads);
         ensure!(threads >= 1, "--threads must be at least 1");
         let concurrency = args
             .concurrency

@@ -35,7 +35,7 @@ pub struct Config {
     /// Never printed: `Debug` shows only whether it is set.
     pub operator_token: Option<String>,
     pub log_format: LogFormat,
-    /// Tenants one worker process migrates at once (default: 2 per core).
+    /// Tenants one worker process migrates at once (default: 4 per core).
     pub worker_threads: Option<usize>,
     /// Seconds a claimed task stays with a worker that stopped heartbeating.
     pub worker_lease_s: u64,

@@ -68,3 +68,29 @@ fn a_probe_fails_when_its_columns_are_missing() {
         );
     }
 }
+
+#[test]
+fn a_probe_fails_when_a_check_reads_the_wrong_value() {
+    for mut db in TenantDb::all() {
+        let backend = db.name();
+        db.migrate_to(catalogue::phase_version(1)).expect("phase 1");
+        // Without the trigger that numbers invoices, the sales the probe
+        // inserts get no number: the check must see NULL, not "1".
+        let drop = if db.is_pg() {
+            "DROP TRIGGER sales_invoice_number_assign ON sales; \
+             ALTER TABLE sales ALTER COLUMN invoice_number DROP NOT NULL"
+        } else {
+            "DROP TRIGGER sales_invoice_number_assign"
+        };
+        db.exec(drop).expect("drop the trigger");
+        let before = db.data();
+        let err = run(&mut db, catalogue::phase_version(1)).expect_err("no invoice numbers");
+        let probes::ProbeError::Failed { probe, message } = &err;
+        assert_eq!(*probe, "invoice_numbering", "{backend}: {err}");
+        assert!(
+            message.starts_with("expected '1', got NULL from: SELECT"),
+            "{backend}: {message}"
+        );
+        assert_eq!(db.data(), before, "{backend}: a failed probe left data behind");
+    }
+}
