@@ -97,9 +97,7 @@ impl Ctx<'_> {
 
     fn exec(&mut self, sql: &str) -> Result<(), String> {
         match &mut self.mode {
-            Mode::Now(c) => c
-                .batch_execute(sql)
-                .map_err(|e| format!("{e} (in: {sql})")),
+            Mode::Now(c) => c.batch_execute(sql).map_err(|e| format!("{e} (in: {sql})")),
             Mode::Block { body, .. } => {
                 body.push_str(sql);
                 body.push_str(";\n");
@@ -367,9 +365,7 @@ const BLOCK_ERROR: &str = "tenantplane probe ";
 /// The probes' statements as one PL/pgSQL block. A failing statement or
 /// check raises an error naming the probe it belongs to.
 fn pg_block(body: &str, vars: usize) -> String {
-    let ids: String = (1..=vars)
-        .map(|i| format!("tp_id{i} bigint;\n"))
-        .collect();
+    let ids: String = (1..=vars).map(|i| format!("tp_id{i} bigint;\n")).collect();
     format!(
         "DO $tp_probes$\nDECLARE\ntp_probe text := '';\ntp_got text;\n{ids}BEGIN\n{body}\
          EXCEPTION WHEN OTHERS THEN\n\
@@ -677,7 +673,10 @@ mod tests {
 
     #[test]
     fn the_block_declares_every_id_it_uses() {
-        let block = pg_block("INSERT INTO t (a) VALUES (1) RETURNING id INTO tp_id2;\n", 2);
+        let block = pg_block(
+            "INSERT INTO t (a) VALUES (1) RETURNING id INTO tp_id2;\n",
+            2,
+        );
         assert!(block.contains("tp_id1 bigint;") && block.contains("tp_id2 bigint;"));
         assert!(block.starts_with("DO $tp_probes$") && block.ends_with("$tp_probes$"));
     }

@@ -91,6 +91,10 @@ fn a_probe_fails_when_a_check_reads_the_wrong_value() {
             message.starts_with("expected '1', got NULL from: SELECT"),
             "{backend}: {message}"
         );
-        assert_eq!(db.data(), before, "{backend}: a failed probe left data behind");
+        assert_eq!(
+            db.data(),
+            before,
+            "{backend}: a failed probe left data behind"
+        );
     }
 }
