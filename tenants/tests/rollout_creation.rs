@@ -2,6 +2,8 @@
 //! skipped tenants must come out the same across page boundaries, on both
 //! control-database backends.
 
+mod common;
+
 use chrono::Utc;
 use diesel::prelude::*;
 use tenantplane_migrations::catalogue;
@@ -154,12 +156,7 @@ fn check(db: &ControlDb) {
 #[test]
 fn creation_pages_through_the_selection_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = ControlDb::open(&format!(
-        "sqlite://{}",
-        dir.path().join("control.db").display()
-    ))
-    .expect("open");
-    servers::ensure_default(&db, dir.path()).expect("default server");
+    let db = common::sqlite_control_db(dir.path());
     check(&db);
 }
 

@@ -1,24 +1,21 @@
 //! A process killed while provisioning leaves a `provisioning` row and maybe a
 //! database; the sweeper removes both once they are older than the grace time.
 
+mod common;
+
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
 use tenantplane_tenants::registry::{self, sweep_abandoned, NewTenant};
 use tenantplane_tenants::schema::{database_servers, tenants};
-use tenantplane_tenants::servers::{self, DatabaseServer};
+use tenantplane_tenants::servers::DatabaseServer;
 use tenantplane_tenants::tenant_db::TenantDbLocation;
-use tenantplane_tenants::{Actor, ControlDb};
+use tenantplane_tenants::Actor;
 use uuid::Uuid;
 
 #[test]
 fn sweeper_removes_abandoned_provisioning() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = ControlDb::open(&format!(
-        "sqlite://{}",
-        dir.path().join("control.db").display()
-    ))
-    .expect("open");
-    servers::ensure_default(&db, dir.path()).expect("default server");
+    let db = common::sqlite_control_db(dir.path());
     let mut conn = db.conn().expect("conn");
     let server: DatabaseServer = database_servers::table
         .select(DatabaseServer::as_select())
