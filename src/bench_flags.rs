@@ -32,16 +32,19 @@ use actix_web::{middleware, web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use tenantplane_access::tokens;
 use tenantplane_api::error::{blocking, ApiError};
 use tenantplane_api::AppState;
-use tenantplane_migrations::catalogue::{self, FEATURES};
-use tenantplane_tenants::flags::{
-    FlagCache, OverrideInfo, PlanInfo, Snapshot, TenantFeatures, TenantInfo,
-};
-use tenantplane_tenants::schema::{
+use tenantplane_control_db::schema::{
     api_tokens, database_servers, feature_overrides, plan_features, plans, tenants,
 };
-use tenantplane_tenants::{plans as plan_defaults, servers, tokens, ControlConnection, ControlDb};
+use tenantplane_control_db::{ControlConnection, ControlDb};
+use tenantplane_flags::plans as plan_defaults;
+use tenantplane_flags::snapshot::{
+    FlagCache, OverrideInfo, PlanInfo, Snapshot, TenantFeatures, TenantInfo,
+};
+use tenantplane_fleet::servers;
+use tenantplane_migrations::catalogue::{self, FEATURES};
 use uuid::Uuid;
 
 /// Rows per multi-row INSERT.
@@ -509,7 +512,7 @@ type TenantTuple = (
 fn evaluate_from_db(
     db: &ControlDb,
     hash: &str,
-) -> tenantplane_tenants::Result<Option<TenantFeatures>> {
+) -> tenantplane_control_db::Result<Option<TenantFeatures>> {
     let mut pooled = db.conn()?;
     let conn = &mut *pooled;
     let tenant_id: Option<Option<String>> = api_tokens::table

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use tenantplane_tenants::registry::{self, NewTenant, TenantFilter};
-use tenantplane_tenants::{Actor, ControlDb};
+use tenantplane_control_db::{Actor, ControlDb};
+use tenantplane_fleet::registry::{self, NewTenant, TenantFilter};
 
 pub const DEMO_SHOPS: usize = 50;
 

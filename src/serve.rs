@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tenantplane_api::AppState;
 
-use tenantplane_tenants::flags::FlagCache;
-use tenantplane_tenants::{plans, servers, tokens, ControlDb};
+use tenantplane_access::tokens;
+use tenantplane_control_db::ControlDb;
+use tenantplane_flags::plans;
+use tenantplane_flags::snapshot::FlagCache;
+use tenantplane_fleet::servers;
 
 use crate::config::Config;
 use crate::demo;

@@ -459,7 +459,7 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
     }
 
     // Time passes: end the trial in the control database, as the clock would.
-    let db = tenantplane_tenants::ControlDb::open(&format!(
+    let db = tenantplane_control_db::ControlDb::open(&format!(
         "sqlite://{}",
         app.data_dir.join("control.db").display()
     ))
@@ -467,7 +467,7 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
     {
         use diesel::connection::SimpleConnection;
         let mut conn = db.conn().expect("conn");
-        if let tenantplane_tenants::ControlConnection::Sqlite(c) = &mut *conn {
+        if let tenantplane_control_db::ControlConnection::Sqlite(c) = &mut *conn {
             c.batch_execute(&format!(
                 "UPDATE tenants SET trial_ends_at = '2020-01-01 00:00:00' WHERE id = '{id}'; UPDATE change_counter SET value = value + 1;"
             ))
@@ -491,7 +491,7 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
 
     // The worker's sweep makes the fallback the recorded plan.
     assert_eq!(
-        tenantplane_tenants::plans::sweep_expired_trials(&db).expect("sweep"),
+        tenantplane_flags::plans::sweep_expired_trials(&db).expect("sweep"),
         1
     );
     let (_, t) = app.call("GET", &format!("/v1/tenants/{id}"), None);
@@ -503,7 +503,7 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
     assert_eq!(audit[0]["action"], "tenant.trial_expired");
     assert_eq!(audit[0]["actor"], "system:trial-sweep");
     assert_eq!(
-        tenantplane_tenants::plans::sweep_expired_trials(&db).expect("sweep"),
+        tenantplane_flags::plans::sweep_expired_trials(&db).expect("sweep"),
         0
     );
 }

@@ -690,7 +690,7 @@ fn a_locked_postgres_tenant_is_migrated_after_retries() {
     let (_, id) = fleet[1].clone();
     // Another session holds the tenant's migration lock.
     let mut holder = pg.connect();
-    let key = tenantplane_tenants::tenant_run::lock_key(&id);
+    let key = tenantplane_fleet::tenant_run::lock_key(&id);
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
         .expect("lock");

@@ -3,7 +3,8 @@
 use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
-use tenantplane_tenants::{tokens, Actor};
+use tenantplane_access::tokens;
+use tenantplane_control_db::Actor;
 
 use crate::error::ApiError;
 use crate::AppState;

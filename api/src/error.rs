@@ -4,7 +4,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use tenantplane_tenants::Error as DomainError;
+use tenantplane_control_db::error::report;
+use tenantplane_control_db::Error as DomainError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,7 +43,7 @@ impl ApiError {
             ApiError::Domain(DomainError::NotFound { .. }) | ApiError::NoRoute(_) => "not_found",
             ApiError::Domain(DomainError::Conflict(_)) => "conflict",
             ApiError::Domain(DomainError::TenantDb { .. }) => "tenant_database",
-            ApiError::Domain(DomainError::Control(_)) => "control_database",
+            ApiError::Domain(DomainError::Control { .. }) => "control_database",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -60,7 +61,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Domain(DomainError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Domain(DomainError::TenantDb { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Domain(DomainError::Control(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Domain(DomainError::Control { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -71,7 +72,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            // The log gets the whole chain down to the driver's error; the
+            // body only our own words (the variants' Display never includes
+            // their source).
+            tracing::error!(code = self.code(), error = %report(self), "request failed");
         }
         let mut resp = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {

@@ -12,9 +12,9 @@ pub mod routes;
 use std::net::TcpListener;
 
 use actix_web::{middleware, web, App, HttpRequest, HttpServer};
-use tenantplane_tenants::flags::FlagCache;
-use tenantplane_tenants::tokens::OperatorTokens;
-use tenantplane_tenants::ControlDb;
+use tenantplane_access::tokens::OperatorTokens;
+use tenantplane_control_db::ControlDb;
+use tenantplane_flags::snapshot::FlagCache;
 
 use crate::error::ApiError;
 

@@ -33,6 +33,10 @@ pub struct MigrationPlan {
     pub steps: Vec<Step>,
 }
 
+/// diesel_migrations reports failures boxed; the box usually holds a
+/// `diesel::result::Error`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// The schema holds versions the catalogue does not explain. Never guess.
@@ -40,13 +44,16 @@ pub enum MigrateError {
     Drift(String),
     #[error("unknown target version {0}")]
     UnknownTarget(String),
-    #[error("reading applied migrations failed: {0}")]
-    Read(String),
-    #[error("migration {version} ({direction:?}) failed: {message}")]
+    #[error("reading applied migrations failed")]
+    Read(#[source] BoxError),
+    /// The driver's error is the source: callers classify it (transient or
+    /// not) by its kind.
+    #[error("migration {version} ({direction:?}) failed")]
     Step {
         version: String,
         direction: StepDirection,
-        message: String,
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -114,7 +121,7 @@ where
 {
     conn.applied_migrations()
         .map(|vs| vs.iter().map(|v| v.to_string()).collect())
-        .map_err(|e| MigrateError::Read(e.to_string()))
+        .map_err(MigrateError::Read)
 }
 
 /// Moves the schema behind `conn` to `target`, calling `after_step` after each
@@ -135,9 +142,7 @@ where
     if plan.steps.is_empty() {
         return Ok(plan);
     }
-    let migrations = source
-        .migrations()
-        .map_err(|e| MigrateError::Read(e.to_string()))?;
+    let migrations = source.migrations().map_err(MigrateError::Read)?;
     for step in &plan.steps {
         let migration: &dyn Migration<DB> = migrations
             .iter()
@@ -156,7 +161,7 @@ where
         result.map_err(|e| MigrateError::Step {
             version: step.version.clone(),
             direction: step.direction,
-            message: e.to_string(),
+            source: e,
         })?;
         after_step(step);
     }

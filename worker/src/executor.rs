@@ -2,12 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use tenantplane_tenants::registry::find_row;
-use tenantplane_tenants::servers::DatabaseServer;
-use tenantplane_tenants::tasks::{self, ClaimedTask, Outcome, TaskPolicy};
-use tenantplane_tenants::tenant_db::TenantDbLocation;
-use tenantplane_tenants::tenant_run::{self, RunOptions};
-use tenantplane_tenants::{servers, Result};
+use tenantplane_control_db::Result;
+use tenantplane_fleet::registry::find_row;
+use tenantplane_fleet::servers;
+use tenantplane_fleet::servers::DatabaseServer;
+use tenantplane_fleet::tenant_db::TenantDbLocation;
+use tenantplane_fleet::tenant_run::Outcome;
+use tenantplane_fleet::tenant_run::{self, RunOptions};
+use tenantplane_rollout::tasks::{self, ClaimedTask, TaskPolicy};
 
 use crate::Shared;
 

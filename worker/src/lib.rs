@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tenantplane_tenants::registry::{sweep_abandoned, PROVISIONING_GRACE};
-use tenantplane_tenants::{plans, tasks, ControlDb};
+use tenantplane_control_db::ControlDb;
+use tenantplane_flags::plans;
+use tenantplane_fleet::registry::{sweep_abandoned, PROVISIONING_GRACE};
+use tenantplane_rollout::tasks;
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]

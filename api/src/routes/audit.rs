@@ -2,8 +2,9 @@
 
 use actix_web::{get, web, HttpResponse};
 use serde::Deserialize;
-use tenantplane_tenants::audit::{self, AuditEntry};
-use tenantplane_tenants::{registry, Error};
+use tenantplane_control_db::audit::{self, AuditEntry};
+use tenantplane_control_db::Error;
+use tenantplane_fleet::registry;
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};

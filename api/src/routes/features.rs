@@ -1,10 +1,10 @@
 //! Per-tenant features, overrides and API keys (operator routes).
 
 use actix_web::{delete, get, post, put, web, HttpResponse};
-use tenantplane_tenants::flags::TenantFeatures;
-use tenantplane_tenants::keys::{self, IssuedKey, KeyRequest};
-use tenantplane_tenants::overrides::{self, Override, OverrideRequest};
-use tenantplane_tenants::Error;
+use tenantplane_access::keys::{self, IssuedKey, KeyRequest};
+use tenantplane_control_db::Error;
+use tenantplane_flags::overrides::{self, Override, OverrideRequest};
+use tenantplane_flags::snapshot::TenantFeatures;
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};

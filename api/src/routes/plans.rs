@@ -2,8 +2,8 @@
 
 use actix_web::{get, post, put, web, HttpResponse};
 use serde::Serialize;
+use tenantplane_flags::plans::{self, Plan};
 use tenantplane_migrations::catalogue;
-use tenantplane_tenants::plans::{self, Plan};
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
-use tenantplane_tenants::rollouts::{
+use tenantplane_rollout::rollouts::{
     self, Control, Created, Rollout, RolloutPlan, RolloutRequest, TaskPage,
 };
 

@@ -1,7 +1,7 @@
 //! `/v1/servers`: database servers that hold tenant databases.
 
 use actix_web::{get, post, web, HttpResponse};
-use tenantplane_tenants::servers::{self, NewServer, ServerView};
+use tenantplane_fleet::servers::{self, NewServer, ServerView};
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};

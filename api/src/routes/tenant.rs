@@ -2,10 +2,10 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
-use tenantplane_tenants::flags::TenantFeatures;
-use tenantplane_tenants::plans::{self, PlanChange, PlanPreview};
-use tenantplane_tenants::registry::{self, Tenant};
-use tenantplane_tenants::Error;
+use tenantplane_control_db::Error;
+use tenantplane_flags::plans::{self, PlanChange, PlanPreview};
+use tenantplane_flags::snapshot::TenantFeatures;
+use tenantplane_fleet::registry::{self, Tenant};
 
 use crate::auth::TenantKey;
 use crate::error::{blocking, ApiError};

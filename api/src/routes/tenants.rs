@@ -2,10 +2,9 @@
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::Deserialize;
-use tenantplane_tenants::registry::{
-    self, NewTenant, Tenant, TenantFilter, TenantPage, TenantPatch,
-};
-use tenantplane_tenants::{plans, validate};
+use tenantplane_control_db::validate;
+use tenantplane_flags::plans;
+use tenantplane_fleet::registry::{self, NewTenant, Tenant, TenantFilter, TenantPage, TenantPatch};
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};
@@ -129,12 +128,12 @@ pub async fn update(
             match snap.plan_by_slug(p) {
                 Some(info) if info.active => {}
                 Some(_) => {
-                    return Err(tenantplane_tenants::Error::invalid(format!(
+                    return Err(tenantplane_control_db::Error::invalid(format!(
                         "plan '{p}' takes no new tenants"
                     )))
                 }
                 None => {
-                    return Err(tenantplane_tenants::Error::invalid(format!(
+                    return Err(tenantplane_control_db::Error::invalid(format!(
                         "unknown plan '{p}'"
                     )))
                 }

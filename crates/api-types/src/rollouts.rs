@@ -1,0 +1,196 @@
+//! Rollouts: requests, plans, progress and tasks.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+/// Which tenants a rollout covers; several keys are ANDed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// `true` selects every tenant (other keys still narrow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+    /// Tenant ids or slugs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
+    /// Plan slugs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plans: Option<Vec<String>>,
+    /// Labels that must all match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Server ids or names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<String>>,
+}
+
+/// One wave: a fixed number of tenants or a percentage of the selection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaveSpec {
+    pub name: Option<String>,
+    pub count: Option<u32>,
+    pub percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureBudget {
+    /// Halt once more than this many tenants failed.
+    pub max_failed: Option<u32>,
+    /// Halt once more than this percentage of the tenants finished so far
+    /// failed (checked from 10 finished tenants on, and at every wave's end).
+    pub max_failed_percent: Option<u32>,
+}
+
+/// Body of `POST /v1/rollouts`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// `head`, `phase:N` or `version:V`; older than a tenant's version = rollback.
+    pub target: String,
+    pub selector: Selector,
+    /// Waves in order; tenants left over form a last wave `rest`.
+    pub waves: Option<Vec<WaveSpec>>,
+    /// Tenants migrated at once across all workers (default 8).
+    pub concurrency: Option<u32>,
+    /// Tenants migrated at once per database server (default: `concurrency`).
+    pub per_server_concurrency: Option<u32>,
+    /// Attempts per tenant for transient errors (default 5).
+    pub max_attempts: Option<u32>,
+    /// Exponential backoff with full jitter (default 500 ms .. 30 s).
+    pub backoff: Option<Backoff>,
+    /// Statement timeout per tenant, seconds (default 300).
+    pub timeout_s: Option<u32>,
+    /// Default: halt above 10 % failed.
+    pub failure_budget: Option<FailureBudget>,
+    /// Connect and run the probes even for tenants already at the target.
+    pub verify: Option<bool>,
+    /// Return the plan and change nothing.
+    pub dry_run: Option<bool>,
+    /// Higher runs first (plan upgrades use 100; default 0).
+    pub priority: Option<i32>,
+}
+
+/// Counts of tasks by state.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TaskCounts {
+    pub pending: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub cancelled: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Wave {
+    pub name: String,
+    pub size: i64,
+}
+
+/// A rollout as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Rollout {
+    pub id: String,
+    pub target: String,
+    pub target_version: Option<String>,
+    pub selector: Selector,
+    pub waves: Vec<Wave>,
+    /// `running`, `paused`, `halted`, `succeeded`, `failed` or `cancelled`
+    pub state: String,
+    pub current_wave: i32,
+    pub concurrency: i32,
+    pub per_server_concurrency: i32,
+    pub max_attempts: i32,
+    pub backoff: Backoff,
+    pub timeout_s: i32,
+    pub failure_budget: FailureBudget,
+    pub verify: bool,
+    pub priority: i32,
+    pub total: i32,
+    pub counts: TaskCounts,
+    /// Tenants finished per second so far.
+    pub tenants_per_second: Option<f64>,
+    /// Seconds left at the current rate.
+    pub eta_seconds: Option<f64>,
+    pub halt_reason: Option<String>,
+    pub created_by: String,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::time::utc_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// One tenant's part of a dry-run plan.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlannedTask {
+    pub tenant_id: String,
+    pub slug: String,
+    pub wave: i32,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `migrate`, `rollback`, `skip` (already at the target) or `verify`
+    pub action: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<tenantplane_migrations::Step>,
+}
+
+/// The answer to a dry run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RolloutPlan {
+    pub dry_run: bool,
+    pub target: String,
+    pub target_version: Option<String>,
+    pub waves: Vec<Wave>,
+    pub total: usize,
+    pub to_migrate: usize,
+    pub tasks: Vec<PlannedTask>,
+}
+
+/// One task as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskView {
+    pub id: i64,
+    pub tenant_id: String,
+    pub slug: String,
+    pub wave: i32,
+    pub state: String,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    pub reached_version: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub error_version: Option<String>,
+    #[serde(serialize_with = "crate::time::utc_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "crate::time::utc_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<NaiveDateTime>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskPage {
+    pub items: Vec<TaskView>,
+    pub next_cursor: Option<String>,
+}

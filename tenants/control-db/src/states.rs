@@ -1,0 +1,115 @@
+//! The states rows move through, as enums: one spelling of each, checked by
+//! the compiler, instead of string literals repeated across files. The
+//! control migrations' `CHECK (state IN (…))` constraints list the same
+//! words; `as_str` is what is stored.
+
+macro_rules! states {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The word stored in the control database and shown by the API.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Every stored word, for error messages.
+            pub fn names() -> Vec<&'static str> {
+                Self::ALL.iter().map(|s| s.as_str()).collect()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        crate::Error::invalid(format!(
+                            "invalid state {s:?}: one of {:?}",
+                            Self::names()
+                        ))
+                    })
+            }
+        }
+    };
+}
+
+states! {
+    /// A rollout as a whole.
+    RolloutState {
+        Running => "running",
+        Paused => "paused",
+        Halted => "halted",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}
+
+states! {
+    /// One tenant's task in a rollout.
+    TaskState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+}
+
+states! {
+    /// A tenant's lifecycle (a deleted tenant keeps its status and gets
+    /// `deleted_at`).
+    TenantStatus {
+        Provisioning => "provisioning",
+        Active => "active",
+        Suspended => "suspended",
+    }
+}
+
+states! {
+    /// A durable job (`jobs` table).
+    JobState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Dead => "dead",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip_and_unknown_words_are_refused() {
+        for s in TaskState::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>().ok(), Some(*s));
+        }
+        for s in RolloutState::ALL {
+            assert_eq!(s.to_string().parse::<RolloutState>().ok(), Some(*s));
+        }
+        let err = "paused".parse::<TaskState>().err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("pending")));
+        assert_eq!(TenantStatus::Active.as_str(), "active");
+    }
+}

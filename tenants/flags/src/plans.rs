@@ -1,0 +1,525 @@
+//! Plans (the seed's phase 5, in the control plane): CRUD, the default plans,
+//! plan changes (an upgrade that needs a newer schema enqueues a one-tenant
+//! rollout), previews, and the sweep of expired trials.
+
+use std::collections::BTreeSet;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use tenantplane_migrations::catalogue;
+use uuid::Uuid;
+
+use crate::snapshot::{required_version, Snapshot};
+pub use tenantplane_api_types::plans::{Plan, PlanChange, PlanPreview};
+use tenantplane_control_db::audit::{self, Actor, Change};
+use tenantplane_control_db::changes;
+use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
+use tenantplane_control_db::error::{Error, Result};
+use tenantplane_control_db::schema::{plan_features, plans, tenants};
+use tenantplane_control_db::validate;
+use tenantplane_rollout::rollouts::{self, Created, FailureBudget, RolloutRequest, Selector};
+
+/// The plans created on first start, spanning the phases.
+pub fn defaults() -> Vec<Plan> {
+    let all: Vec<String> = catalogue::FEATURES
+        .iter()
+        .map(|f| f.name.to_string())
+        .collect();
+    let free = ["invoice_numbering", "branding", "day_end_lock"];
+    let standard_extra = [
+        "audit_diff",
+        "expense_categories",
+        "sales_heatmap",
+        "customer_metrics",
+        "recommendations",
+        "credit_reminders",
+        "staff_roles",
+        "user_invites",
+    ];
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        Plan {
+            slug: "free".into(),
+            name: "Free".into(),
+            price_cents: 0,
+            currency: "USD".into(),
+            features: s(&free),
+            fallback: None,
+            active: true,
+        },
+        Plan {
+            slug: "standard".into(),
+            name: "Standard".into(),
+            price_cents: 2900,
+            currency: "USD".into(),
+            features: s(&free).into_iter().chain(s(&standard_extra)).collect(),
+            fallback: Some("free".into()),
+            active: true,
+        },
+        Plan {
+            slug: "pro".into(),
+            name: "Pro".into(),
+            price_cents: 7900,
+            currency: "USD".into(),
+            features: all,
+            fallback: Some("free".into()),
+            active: true,
+        },
+    ]
+}
+
+/// Creates the default plans when there are none (first start).
+pub fn ensure_defaults(db: &ControlDb) -> Result<()> {
+    let mut conn = db.conn()?;
+    let any: i64 = plans::table.count().get_result(&mut conn)?;
+    if any > 0 {
+        return Ok(());
+    }
+    let actor = Actor::system("defaults");
+    for p in defaults() {
+        match create(db, &actor, p) {
+            Ok(_) | Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn validate_plan(conn: &mut ControlConnection, p: &Plan) -> Result<Option<String>> {
+    validate::slug(&p.slug)
+        .map_err(|_| Error::invalid(format!("invalid plan slug {:?}", p.slug)))?;
+    validate::name(&p.name)?;
+    if p.price_cents < 0 {
+        return Err(Error::invalid("price_cents must not be negative"));
+    }
+    if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Error::invalid(format!(
+            "invalid currency {:?}: three capital letters, e.g. USD",
+            p.currency
+        )));
+    }
+    let unknown: Vec<&String> = p
+        .features
+        .iter()
+        .filter(|f| catalogue::feature(f).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::invalid(format!(
+            "unknown features: {unknown:?} (see GET /v1/features)"
+        )));
+    }
+    let dupes = p.features.len() != p.features.iter().collect::<BTreeSet<_>>().len();
+    if dupes {
+        return Err(Error::invalid("features are listed twice"));
+    }
+    match &p.fallback {
+        None => Ok(None),
+        Some(f) if *f == p.slug => Err(Error::invalid("a plan cannot fall back to itself")),
+        Some(f) => plans::table
+            .filter(plans::slug.eq(f))
+            .select(plans::id)
+            .first::<String>(conn)
+            .optional()?
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("unknown fallback plan '{f}'"))),
+    }
+}
+
+fn write_features(conn: &mut ControlConnection, plan_id: &str, features: &[String]) -> Result<()> {
+    diesel::delete(plan_features::table.filter(plan_features::plan_id.eq(plan_id)))
+        .execute(conn)?;
+    for f in features {
+        diesel::insert_into(plan_features::table)
+            .values((
+                plan_features::plan_id.eq(plan_id),
+                plan_features::feature.eq(f),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn create(db: &ControlDb, actor: &Actor, p: Plan) -> Result<Plan> {
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        let fallback = validate_plan(conn, &p)?;
+        let id = Uuid::new_v4().to_string();
+        let now = Utc::now().naive_utc();
+        diesel::insert_into(plans::table)
+            .values((
+                plans::id.eq(&id),
+                plans::slug.eq(&p.slug),
+                plans::name.eq(p.name.trim()),
+                plans::price_cents.eq(p.price_cents),
+                plans::currency.eq(&p.currency),
+                plans::active.eq(p.active),
+                plans::fallback_plan_id.eq(fallback),
+                plans::created_at.eq(now),
+                plans::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("plan '{}' exists", p.slug)),
+                other => other,
+            })?;
+        write_features(conn, &id, &p.features)?;
+        let created = read(conn, &p.slug)?;
+        audit::record(
+            conn,
+            actor,
+            Change {
+                action: "plan.create",
+                resource_type: "plan",
+                resource_id: Some(&p.slug),
+                tenant_id: None,
+                before: None,
+                after: audit::snapshot(&created),
+            },
+        )?;
+        changes::bump(conn)?;
+        Ok(created)
+    })
+}
+
+/// Replaces a plan (the slug stays).
+pub fn update(db: &ControlDb, actor: &Actor, slug: &str, p: Plan) -> Result<Plan> {
+    if p.slug != slug {
+        return Err(Error::invalid(format!(
+            "the body's slug {:?} differs from the path's {slug:?}",
+            p.slug
+        )));
+    }
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        let before = read(conn, slug)?;
+        let fallback = validate_plan(conn, &p)?;
+        let id: String = plans::table
+            .filter(plans::slug.eq(slug))
+            .select(plans::id)
+            .first(conn)?;
+        diesel::update(plans::table.find(&id))
+            .set((
+                plans::name.eq(p.name.trim()),
+                plans::price_cents.eq(p.price_cents),
+                plans::currency.eq(&p.currency),
+                plans::active.eq(p.active),
+                plans::fallback_plan_id.eq(fallback),
+                plans::updated_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(conn)?;
+        write_features(conn, &id, &p.features)?;
+        let after = read(conn, slug)?;
+        audit::record(
+            conn,
+            actor,
+            Change {
+                action: "plan.update",
+                resource_type: "plan",
+                resource_id: Some(slug),
+                tenant_id: None,
+                before: audit::snapshot(&before),
+                after: audit::snapshot(&after),
+            },
+        )?;
+        changes::bump(conn)?;
+        Ok(after)
+    })
+}
+
+pub fn read(conn: &mut ControlConnection, slug: &str) -> Result<Plan> {
+    let (id, name, price_cents, currency, active, fallback_id): (
+        String,
+        String,
+        i64,
+        String,
+        bool,
+        Option<String>,
+    ) = plans::table
+        .filter(plans::slug.eq(slug))
+        .select((
+            plans::id,
+            plans::name,
+            plans::price_cents,
+            plans::currency,
+            plans::active,
+            plans::fallback_plan_id,
+        ))
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| Error::not_found("plan", slug))?;
+    let mut features: Vec<String> = plan_features::table
+        .filter(plan_features::plan_id.eq(&id))
+        .select(plan_features::feature)
+        .load(conn)?;
+    // Catalogue order reads better than alphabetical.
+    features.sort_by_key(|f| {
+        catalogue::FEATURES
+            .iter()
+            .position(|c| c.name == f)
+            .unwrap_or(usize::MAX)
+    });
+    let fallback = match fallback_id {
+        Some(fid) => plans::table
+            .find(fid)
+            .select(plans::slug)
+            .first(conn)
+            .optional()?,
+        None => None,
+    };
+    Ok(Plan {
+        slug: slug.to_string(),
+        name,
+        price_cents,
+        currency,
+        features,
+        fallback,
+        active,
+    })
+}
+
+pub fn get(db: &ControlDb, slug: &str) -> Result<Plan> {
+    read(&mut *db.conn()?, slug)
+}
+
+pub fn list(db: &ControlDb) -> Result<Vec<Plan>> {
+    let mut conn = db.conn()?;
+    let slugs: Vec<String> = plans::table
+        .order((plans::price_cents.asc(), plans::slug.asc()))
+        .select(plans::slug)
+        .load(&mut conn)?;
+    slugs.iter().map(|s| read(&mut conn, s)).collect()
+}
+
+pub fn preview(snap: &Snapshot, tenant_id: &str, plan_slug: &str) -> Result<PlanPreview> {
+    let t = snap
+        .tenant(tenant_id)
+        .ok_or_else(|| Error::not_found("tenant", tenant_id))?;
+    let to = snap
+        .plan_by_slug(plan_slug)
+        .ok_or_else(|| Error::invalid(format!("unknown plan '{plan_slug}'")))?;
+    if !to.active {
+        return Err(Error::invalid(format!(
+            "plan '{plan_slug}' takes no new tenants"
+        )));
+    }
+    let now = Utc::now().naive_utc();
+    let current: BTreeSet<&str> = snap
+        .evaluate(t, now)
+        .features
+        .iter()
+        .filter(|f| f.enabled || f.reason == crate::snapshot::Reason::PendingMigration)
+        .map(|f| f.feature)
+        .collect();
+    let order = |v: &mut Vec<String>| {
+        v.sort_by_key(|f| {
+            catalogue::FEATURES
+                .iter()
+                .position(|c| c.name == f)
+                .unwrap_or(usize::MAX)
+        })
+    };
+    let mut gained: Vec<String> = to
+        .features
+        .iter()
+        .filter(|f| !current.contains(f.as_str()))
+        .cloned()
+        .collect();
+    let mut lost: Vec<String> = current
+        .iter()
+        .filter(|f| !to.features.contains(**f))
+        .map(|f| f.to_string())
+        .collect();
+    order(&mut gained);
+    order(&mut lost);
+    let has = |v: &str| t.schema_version.as_deref().is_some_and(|s| s >= v);
+    let target = required_version(to.features.iter().map(String::as_str));
+    let migration_needed = target.is_some_and(|v| !has(v));
+    let mut waiting: Vec<String> = to
+        .features
+        .iter()
+        .filter(|f| {
+            catalogue::feature(f)
+                .and_then(|c| c.requires)
+                .is_some_and(|v| !has(v))
+        })
+        .cloned()
+        .collect();
+    order(&mut waiting);
+    Ok(PlanPreview {
+        from: snap.plan_slug(t.plan_id.as_deref()),
+        to: to.slug.clone(),
+        gained,
+        lost,
+        migration_needed,
+        target_version: if migration_needed {
+            target.map(str::to_string)
+        } else {
+            None
+        },
+        waiting_for_migration: waiting,
+    })
+}
+
+/// Moves a tenant to a plan. Features the tenant loses turn off at once (no
+/// data is dropped); features that need a newer schema wait for a one-tenant
+/// rollout at priority 100, queued here.
+pub fn change(
+    db: &ControlDb,
+    snap: &Snapshot,
+    actor: &Actor,
+    tenant: &str,
+    plan_slug: &str,
+    trial_days: Option<u32>,
+) -> Result<PlanChange> {
+    if trial_days.is_some_and(|d| d == 0 || d > 365) {
+        return Err(Error::invalid("trial_days must be 1 to 365"));
+    }
+    let preview = preview(snap, tenant, plan_slug)?;
+    let t = snap
+        .tenant(tenant)
+        .ok_or_else(|| Error::not_found("tenant", tenant))?
+        .clone();
+    let plan_id = snap
+        .plan_by_slug
+        .get(plan_slug)
+        .cloned()
+        .ok_or_else(|| Error::invalid(format!("unknown plan '{plan_slug}'")))?;
+    let trial_ends_at =
+        trial_days.map(|d| Utc::now().naive_utc() + chrono::Duration::days(i64::from(d)));
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        let n = diesel::update(
+            tenants::table
+                .find(&t.id)
+                .filter(tenants::deleted_at.is_null()),
+        )
+        .set((
+            tenants::plan_id.eq(Some(&plan_id)),
+            tenants::trial_ends_at.eq(trial_ends_at),
+            tenants::updated_at.eq(Utc::now().naive_utc()),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Err(Error::not_found("tenant", tenant));
+        }
+        audit::record(
+            conn,
+            actor,
+            Change {
+                action: "tenant.plan_change",
+                resource_type: "tenant",
+                resource_id: Some(&t.id),
+                tenant_id: Some(&t.id),
+                before: Some(
+                    serde_json::json!({ "plan": preview.from, "trial_ends_at": t.trial_ends_at }),
+                ),
+                after: Some(
+                    serde_json::json!({ "plan": plan_slug, "trial_ends_at": trial_ends_at }),
+                ),
+            },
+        )?;
+        changes::bump(conn)
+    })?;
+    let mut rollout = None;
+    if let Some(target) = preview.target_version.as_deref() {
+        let req = RolloutRequest {
+            target: format!("version:{target}"),
+            selector: Selector {
+                tenants: Some(vec![t.id.clone()]),
+                ..Selector::default()
+            },
+            waves: None,
+            concurrency: Some(1),
+            per_server_concurrency: None,
+            max_attempts: None,
+            backoff: None,
+            timeout_s: None,
+            failure_budget: Some(FailureBudget {
+                max_failed: Some(0),
+                max_failed_percent: None,
+            }),
+            verify: None,
+            dry_run: None,
+            priority: Some(100),
+        };
+        match rollouts::create(db, actor, req)? {
+            Created::Rollout(r) => rollout = Some(r.id),
+            Created::Plan(_) => {}
+        }
+    }
+    Ok(PlanChange {
+        tenant: t.id,
+        plan: plan_slug.to_string(),
+        previous_plan: preview.from,
+        trial_ends_at,
+        rollout,
+        waiting_for_migration: if preview.migration_needed {
+            preview.waiting_for_migration
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// Moves tenants whose trial ended to their plan's fallback and records it.
+/// Returns how many moved. (Evaluation already treats them as fallen back;
+/// this makes it the recorded plan.)
+pub fn sweep_expired_trials(db: &ControlDb) -> Result<usize> {
+    let mut conn = db.conn()?;
+    let now = Utc::now().naive_utc();
+    let expired: Vec<(String, String, Option<String>, Option<NaiveDateTime>)> = tenants::table
+        .inner_join(plans::table.on(tenants::plan_id.eq(plans::id.nullable())))
+        .filter(tenants::deleted_at.is_null())
+        .filter(tenants::trial_ends_at.le(now))
+        .filter(plans::fallback_plan_id.is_not_null())
+        .select((
+            tenants::id,
+            plans::slug,
+            plans::fallback_plan_id,
+            tenants::trial_ends_at,
+        ))
+        .load(&mut conn)?;
+    let actor = Actor::system("trial-sweep");
+    let mut moved = 0;
+    for (tenant_id, from, fallback_id, ended) in expired {
+        let Some(fallback_id) = fallback_id else {
+            continue;
+        };
+        write_tx(&mut conn, None, |conn| {
+            let to: String = plans::table
+                .find(&fallback_id)
+                .select(plans::slug)
+                .first(conn)?;
+            let n = diesel::update(
+                tenants::table
+                    .find(&tenant_id)
+                    .filter(tenants::trial_ends_at.le(now)),
+            )
+            .set((
+                tenants::plan_id.eq(Some(&fallback_id)),
+                tenants::trial_ends_at.eq(None::<NaiveDateTime>),
+                tenants::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+            if n == 1 {
+                audit::record(
+                    conn,
+                    &actor,
+                    Change {
+                        action: "tenant.trial_expired",
+                        resource_type: "tenant",
+                        resource_id: Some(&tenant_id),
+                        tenant_id: Some(&tenant_id),
+                        before: Some(serde_json::json!({ "plan": from, "trial_ends_at": ended })),
+                        after: Some(serde_json::json!({ "plan": to, "trial_ends_at": null })),
+                    },
+                )?;
+                changes::bump(conn)?;
+                moved += 1;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(moved)
+}

@@ -1,0 +1,288 @@
+//! Database servers: where tenant databases live, and placement of new tenants.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::tenant_db::redact_url;
+pub use tenantplane_api_types::servers::{NewServer, ServerView};
+use tenantplane_control_db::audit::{self, Actor, Change};
+use tenantplane_control_db::db::{
+    backend_of, ensure_writable_dir, sqlite_path, write_tx, BackendKind, ControlConnection,
+    ControlDb,
+};
+use tenantplane_control_db::error::{Error, Result};
+use tenantplane_control_db::schema::{database_servers, tenants};
+
+/// Name of the SQLite server registered at first start.
+pub const DEFAULT_SERVER: &str = "default";
+const DEFAULT_CAPACITY: i32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// One SQLite file per tenant in a directory.
+    File,
+    /// One PostgreSQL schema per tenant in one database.
+    Schema,
+    /// One PostgreSQL database per tenant.
+    Database,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = database_servers)]
+pub struct DatabaseServer {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub isolation: String,
+    pub capacity: i32,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl DatabaseServer {
+    pub fn isolation(&self) -> Isolation {
+        match self.isolation.as_str() {
+            "schema" => Isolation::Schema,
+            "database" => Isolation::Database,
+            _ => Isolation::File,
+        }
+    }
+}
+
+fn view(s: DatabaseServer, tenants: i64) -> ServerView {
+    ServerView {
+        url: redact_url(&s.url),
+        id: s.id,
+        name: s.name,
+        kind: s.kind,
+        isolation: s.isolation,
+        capacity: s.capacity,
+        status: s.status,
+        tenants,
+        created_at: s.created_at,
+    }
+}
+
+fn tenant_counts(conn: &mut ControlConnection) -> Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = tenants::table
+        .group_by(tenants::server_id)
+        .select((tenants::server_id, count_star()))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Registers `<data dir>/tenants` as the default SQLite server on first start.
+pub fn ensure_default(db: &ControlDb, data_dir: &Path) -> Result<()> {
+    let mut conn = db.conn()?;
+    let any: i64 = database_servers::table.count().get_result(&mut conn)?;
+    if any > 0 {
+        return Ok(());
+    }
+    let dir = std::path::absolute(data_dir.join("tenants"))
+        .map_err(|e| Error::control("cannot resolve the data directory", e))?;
+    ensure_writable_dir(&dir)
+        .map_err(|e| Error::control(format!("{} is not writable", dir.display()), e))?;
+    let server = DatabaseServer {
+        id: Uuid::new_v4().to_string(),
+        name: DEFAULT_SERVER.to_string(),
+        kind: "sqlite".to_string(),
+        url: format!("sqlite://{}", dir.display()),
+        isolation: "file".to_string(),
+        capacity: DEFAULT_CAPACITY,
+        status: "active".to_string(),
+        created_at: Utc::now().naive_utc(),
+    };
+    // Two processes starting at once: the unique name makes the second insert
+    // fail, which is fine: the server exists.
+    match diesel::insert_into(database_servers::table)
+        .values(&server)
+        .execute(&mut conn)
+    {
+        Ok(_)
+        | Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Validates a new server, checks it can be reached, and registers it.
+pub fn register(db: &ControlDb, actor: &Actor, new: NewServer) -> Result<ServerView> {
+    let id = Uuid::new_v4();
+    let name = new
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("srv-{}", &id.simple().to_string()[..8]));
+    tenantplane_control_db::validate::server_name(&name)?;
+    let taken: i64 = database_servers::table
+        .filter(database_servers::name.eq(&name))
+        .count()
+        .get_result(&mut db.conn()?)?;
+    if taken > 0 {
+        return Err(Error::Conflict(format!("a server named '{name}' exists")));
+    }
+    let capacity = new.capacity.unwrap_or(DEFAULT_CAPACITY);
+    if capacity < 1 {
+        return Err(Error::invalid("capacity must be at least 1"));
+    }
+    let (kind, isolation, url) = match new.kind.as_str() {
+        "sqlite" => {
+            if backend_of(&new.url) != BackendKind::Sqlite {
+                return Err(Error::invalid(
+                    "a sqlite server's url is sqlite:///path/to/dir",
+                ));
+            }
+            if !matches!(new.isolation.as_deref(), None | Some("file")) {
+                return Err(Error::invalid("a sqlite server's isolation is 'file'"));
+            }
+            let dir = std::path::absolute(sqlite_path(&new.url))
+                .map_err(|e| Error::invalid(format!("invalid path: {e}")))?;
+            ensure_writable_dir(&dir).map_err(|e| {
+                Error::invalid(format!("directory {} is not writable: {e}", dir.display()))
+            })?;
+            ("sqlite", "file", format!("sqlite://{}", dir.display()))
+        }
+        "postgres" => {
+            if backend_of(&new.url) != BackendKind::Postgres {
+                return Err(Error::invalid(
+                    "a postgres server's url is postgres://user@host:port/database",
+                ));
+            }
+            let isolation = match new.isolation.as_deref() {
+                None | Some("schema") => "schema",
+                Some("database") => "database",
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "invalid isolation {other:?} for postgres: 'schema' or 'database'"
+                    )))
+                }
+            };
+            diesel::PgConnection::establish(&new.url).map_err(|e| {
+                Error::invalid(format!("cannot connect to {}: {e}", redact_url(&new.url)))
+            })?;
+            ("postgres", isolation, new.url.clone())
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "invalid kind {other:?}: 'sqlite' or 'postgres'"
+            )))
+        }
+    };
+    let server = DatabaseServer {
+        id: id.to_string(),
+        name,
+        kind: kind.to_string(),
+        url,
+        isolation: isolation.to_string(),
+        capacity,
+        status: "active".to_string(),
+        created_at: Utc::now().naive_utc(),
+    };
+    let shown = view(server.clone(), 0);
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        diesel::insert_into(database_servers::table)
+            .values(&server)
+            .execute(conn)
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => {
+                    Error::Conflict(format!("a server named '{}' exists", server.name))
+                }
+                other => other,
+            })?;
+        audit::record(
+            conn,
+            actor,
+            Change {
+                action: "server.create",
+                resource_type: "server",
+                resource_id: Some(&server.id),
+                tenant_id: None,
+                before: None,
+                after: audit::snapshot(&shown),
+            },
+        )
+    })?;
+    Ok(shown)
+}
+
+pub fn list(db: &ControlDb) -> Result<Vec<ServerView>> {
+    let mut conn = db.conn()?;
+    let counts = tenant_counts(&mut conn)?;
+    let servers: Vec<DatabaseServer> = database_servers::table
+        .select(DatabaseServer::as_select())
+        .order(database_servers::created_at.asc())
+        .load(&mut conn)?;
+    Ok(servers
+        .into_iter()
+        .map(|s| {
+            let n = counts.get(&s.id).copied().unwrap_or(0);
+            view(s, n)
+        })
+        .collect())
+}
+
+/// Looks a server up by id or name.
+pub fn find(conn: &mut ControlConnection, id_or_name: &str) -> Result<DatabaseServer> {
+    database_servers::table
+        .filter(
+            database_servers::id
+                .eq(id_or_name)
+                .or(database_servers::name.eq(id_or_name)),
+        )
+        .select(DatabaseServer::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| Error::not_found("server", id_or_name))
+}
+
+pub fn get(db: &ControlDb, id_or_name: &str) -> Result<ServerView> {
+    let mut conn = db.conn()?;
+    let server = find(&mut conn, id_or_name)?;
+    let n = tenant_counts(&mut conn)?
+        .get(&server.id)
+        .copied()
+        .unwrap_or(0);
+    Ok(view(server, n))
+}
+
+/// The server a new tenant goes to: the named one (which must be active and
+/// have room), or the active server with the most free capacity.
+pub fn place(conn: &mut ControlConnection, requested: Option<&str>) -> Result<DatabaseServer> {
+    let counts = tenant_counts(conn)?;
+    let free = |s: &DatabaseServer| i64::from(s.capacity) - counts.get(&s.id).copied().unwrap_or(0);
+    if let Some(wanted) = requested {
+        let server =
+            find(conn, wanted).map_err(|_| Error::invalid(format!("unknown server '{wanted}'")))?;
+        if server.status != "active" {
+            return Err(Error::Conflict(format!(
+                "server '{}' is {} and takes no new tenants",
+                server.name, server.status
+            )));
+        }
+        if free(&server) <= 0 {
+            return Err(Error::Conflict(format!(
+                "server '{}' is full ({} tenants)",
+                server.name, server.capacity
+            )));
+        }
+        return Ok(server);
+    }
+    let servers: Vec<DatabaseServer> = database_servers::table
+        .filter(database_servers::status.eq("active"))
+        .select(DatabaseServer::as_select())
+        .order(database_servers::created_at.asc())
+        .load(conn)?;
+    servers
+        .into_iter()
+        .filter(|s| free(s) > 0)
+        .max_by_key(|s| free(s))
+        .ok_or_else(|| Error::Conflict("no active database server has free capacity".to_string()))
+}

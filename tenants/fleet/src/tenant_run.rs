@@ -1,0 +1,430 @@
+//! Moving one tenant database to a rollout's target, the way the worker does
+//! it: under the tenant's lock, in one outer transaction, one savepoint per
+//! migration, then the verification probes.
+//!
+//! The outer transaction is what keeps a tenant from ever being between two
+//! versions: a process killed mid-way leaves the tenant exactly where it
+//! started. A migration that fails is rolled back to its savepoint and the
+//! steps before it are committed, so the tenant stays at its last good
+//! version. It also means one commit (one fsync) per tenant instead of one per
+//! migration, which is most of the speed-up over running diesel per tenant.
+
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::Bool;
+use tenantplane_control_db::error::{query_is_transient, report};
+use tenantplane_migrations::probes::{self, ProbeConn};
+use tenantplane_migrations::runner::BoxError;
+use tenantplane_migrations::{
+    catalogue, runner, MigrateError, Step, StepDirection, TENANT_POSTGRES, TENANT_SQLITE,
+};
+
+use crate::tenant_db::{TenantConnection, TenantDbError, TenantDbLocation};
+
+/// What running a task came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The tenant schema's version afterwards (durably committed), when known.
+    pub reached: Option<String>,
+    /// False when the run failed before reading the tenant's versions: then
+    /// `reached` says nothing and the control DB keeps what it had.
+    pub reached_known: bool,
+    /// The steps that were committed.
+    pub applied: Vec<Step>,
+    pub error: Option<TaskError>,
+}
+
+impl Outcome {
+    /// Nothing was changed: the run failed before it read the tenant's
+    /// versions.
+    pub fn failed_before_start(message: String, transient: bool) -> Outcome {
+        Outcome {
+            reached: None,
+            reached_known: false,
+            applied: Vec::new(),
+            error: Some(TaskError {
+                message,
+                version: None,
+                transient,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskError {
+    pub message: String,
+    /// The migration version that failed, when one did.
+    pub version: Option<String>,
+    /// Worth retrying (locked, busy, connection trouble, timeouts).
+    pub transient: bool,
+}
+
+/// How one run goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `None` = empty schema.
+    pub target: Option<String>,
+    /// Run the probes after migrating.
+    pub probes: bool,
+    /// PostgreSQL statement timeout.
+    pub timeout: Duration,
+    /// SQLite: how long to wait for the tenant's lock before a transient
+    /// failure (the task is retried later instead of blocking a worker).
+    pub lock_wait: Duration,
+    /// The tenant's advisory-lock key (PostgreSQL).
+    pub lock_key: i64,
+}
+
+/// Why a tenant run failed. Each variant keeps the driver's error as its
+/// source and says, by kind, whether a retry may cure it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect")]
+    Connect(#[source] TenantDbError),
+    #[error("setting up the connection failed")]
+    Setup(#[source] diesel::result::Error),
+    /// Another run holds the tenant's lock: PostgreSQL's try-lock said no.
+    #[error("the tenant is locked by another migration")]
+    Locked,
+    /// SQLite could not begin the exclusive transaction within the lock wait
+    /// (the only way `BEGIN EXCLUSIVE` fails on a healthy file is busy).
+    #[error("the tenant database stayed locked for the whole lock wait")]
+    Busy(#[source] diesel::result::Error),
+    #[error("reading the applied versions failed")]
+    Versions(#[source] MigrateError),
+    /// Drift or an unknown target: nothing a retry changes.
+    #[error(transparent)]
+    Plan(MigrateError),
+    #[error("{what} {version} failed")]
+    Step {
+        what: &'static str,
+        version: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A step ran for the whole statement timeout (PostgreSQL): told by the
+    /// clock, since diesel does not expose SQLSTATE 57014.
+    #[error("{what} {version} hit the statement timeout")]
+    Timeout {
+        what: &'static str,
+        version: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("verification failed, nothing kept")]
+    Probe(#[source] probes::ProbeError),
+    #[error("the tenant's transaction failed")]
+    Transaction(#[source] diesel::result::Error),
+}
+
+impl RunError {
+    /// Whether a retry may cure this, by kind: lock waits, timeouts, lost
+    /// or refused connections and serialization failures are transient;
+    /// failing SQL, drift and failed probes are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Connect(e) => e.is_transient(),
+            RunError::Locked | RunError::Busy(_) | RunError::Timeout { .. } => true,
+            RunError::Setup(e) | RunError::Transaction(e) => query_is_transient(e),
+            RunError::Versions(MigrateError::Read(e)) | RunError::Step { source: e, .. } => e
+                .downcast_ref::<diesel::result::Error>()
+                .is_some_and(query_is_transient),
+            RunError::Versions(_) | RunError::Plan(_) | RunError::Probe(_) => false,
+        }
+    }
+
+    fn version(&self) -> Option<String> {
+        match self {
+            RunError::Step { version, .. } | RunError::Timeout { version, .. } => {
+                Some(version.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The record kept in the control DB: the whole chain as text, the
+    /// failed version, and the classification.
+    pub fn to_task_error(&self) -> TaskError {
+        TaskError {
+            message: report(self),
+            version: self.version(),
+            transient: self.is_transient(),
+        }
+    }
+}
+
+/// The advisory-lock key of a tenant: the first 8 bytes of its uuid.
+pub fn lock_key(tenant_id: &str) -> i64 {
+    let hex: String = tenant_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    u64::from_str_radix(&hex, 16).map(|v| v as i64).unwrap_or(0)
+}
+
+/// Connects and runs.
+pub fn run(location: &TenantDbLocation, opts: &RunOptions) -> Outcome {
+    let mut conn = match location.connect() {
+        Ok(c) => c,
+        Err(e) => return failed_before_start(RunError::Connect(e)),
+    };
+    run_on(&mut conn, opts)
+}
+
+/// Runs on an open connection; `reached` is `None` when the start version
+/// could not be read (nothing was changed then).
+pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
+    match conn {
+        TenantConnection::Sqlite(c) => {
+            let setup = format!(
+                "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+                opts.lock_wait.as_millis()
+            );
+            if let Err(e) = c.batch_execute(&setup) {
+                return failed_before_start(RunError::Setup(e));
+            }
+            let mut state = RunState::new(opts);
+            let result = c.exclusive_transaction(|c| {
+                state.entered = true;
+                state.body(c, &TENANT_SQLITE, opts, |c, v| {
+                    probes::run(ProbeConn::Sqlite(c), v)
+                })
+            });
+            state.finish(result)
+        }
+        TenantConnection::Postgres(c) => {
+            let mut state = RunState::new(opts);
+            let result = c.transaction(|c| {
+                #[derive(QueryableByName)]
+                struct Locked {
+                    #[diesel(sql_type = Bool)]
+                    locked: bool,
+                }
+                let got: Locked = diesel::sql_query(format!(
+                    "SELECT pg_try_advisory_xact_lock({}) AS locked",
+                    opts.lock_key
+                ))
+                .get_result(c)?;
+                state.entered = true;
+                if !got.locked {
+                    state.error = Some(RunError::Locked);
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+                c.batch_execute(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    opts.timeout.as_millis().max(1)
+                ))?;
+                state.body(c, &TENANT_POSTGRES, opts, |c, v| {
+                    probes::run(ProbeConn::Postgres(c), v)
+                })
+            });
+            state.finish(result)
+        }
+    }
+}
+
+fn failed_before_start(e: RunError) -> Outcome {
+    let TaskError {
+        message, transient, ..
+    } = e.to_task_error();
+    Outcome::failed_before_start(message, transient)
+}
+
+struct RunState {
+    /// SQLite: whether `BEGIN EXCLUSIVE` succeeded (else the lock wait ran
+    /// out). PostgreSQL: whether the transaction began.
+    entered: bool,
+    start: Option<String>,
+    /// Whether the start version was read (else `reached` is unknown).
+    known: bool,
+    reached: Option<String>,
+    applied: Vec<Step>,
+    error: Option<RunError>,
+    /// When the step now running started (for telling timeouts apart).
+    step_started: Instant,
+    timeout: Duration,
+}
+
+impl RunState {
+    fn new(opts: &RunOptions) -> Self {
+        RunState {
+            entered: false,
+            start: None,
+            known: false,
+            reached: None,
+            applied: Vec::new(),
+            error: None,
+            step_started: Instant::now(),
+            timeout: opts.timeout,
+        }
+    }
+
+    /// Inside the outer transaction. `Ok` commits what was applied; `Err`
+    /// rolls everything back.
+    fn body<C, DB>(
+        &mut self,
+        c: &mut C,
+        source: &diesel_migrations::EmbeddedMigrations,
+        opts: &RunOptions,
+        probe: impl FnOnce(&mut C, Option<&str>) -> Result<Vec<&'static str>, probes::ProbeError>,
+    ) -> Result<(), diesel::result::Error>
+    where
+        DB: diesel::backend::Backend,
+        C: diesel_migrations::MigrationHarness<DB>,
+        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        let mut applied = match runner::applied_versions(c) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error = Some(RunError::Versions(e));
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
+        };
+        applied.sort();
+        self.start = applied.last().cloned();
+        self.reached = self.start.clone();
+        self.known = true;
+        self.step_started = Instant::now();
+        let (reached, steps, step_started) =
+            (&mut self.reached, &mut self.applied, &mut self.step_started);
+        let result = runner::migrate(c, source, opts.target.as_deref(), |step| {
+            *reached = match step.direction {
+                StepDirection::Up => Some(step.version.clone()),
+                StepDirection::Down => catalogue::previous(&step.version).map(str::to_string),
+            };
+            steps.push(step.clone());
+            *step_started = Instant::now();
+        });
+        match result {
+            Ok(_) => {}
+            Err(MigrateError::Step {
+                version,
+                direction,
+                source,
+            }) => {
+                let what = if direction == StepDirection::Up {
+                    "migration"
+                } else {
+                    "rollback of migration"
+                };
+                // A PostgreSQL step that ran for the whole statement timeout
+                // was cancelled by it (SQLite has no statement timeout).
+                let timed_out = matches!(
+                    source.downcast_ref::<diesel::result::Error>(),
+                    Some(diesel::result::Error::DatabaseError(
+                        DatabaseErrorKind::Unknown,
+                        _
+                    ))
+                ) && self.step_started.elapsed() >= self.timeout;
+                self.error = Some(if timed_out {
+                    RunError::Timeout {
+                        what,
+                        version,
+                        source,
+                    }
+                } else {
+                    RunError::Step {
+                        what,
+                        version,
+                        source,
+                    }
+                });
+                // Keep the steps before the failed one.
+                return Ok(());
+            }
+            Err(e) => {
+                self.error = Some(RunError::Plan(e));
+                return Ok(());
+            }
+        }
+        if opts.probes {
+            if let Err(e) = probe(c, self.reached.as_deref()) {
+                self.error = Some(RunError::Probe(e));
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, result: Result<(), diesel::result::Error>) -> Outcome {
+        if let Err(e) = result {
+            // Rolled back: the tenant is where it started.
+            if self.error.is_none() {
+                self.error = Some(if self.entered {
+                    RunError::Transaction(e)
+                } else {
+                    RunError::Busy(e)
+                });
+            }
+            self.applied.clear();
+            self.reached = self.start.clone();
+        }
+        let error = self.error.as_ref().map(|e| {
+            let mut te = e.to_task_error();
+            // A probe failure names the version it verified.
+            if matches!(e, RunError::Probe(_)) {
+                te.version = self.reached.clone();
+            }
+            te
+        });
+        Outcome {
+            reached: self.reached,
+            reached_known: self.known,
+            applied: self.applied,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_kind() {
+        assert!(RunError::Locked.is_transient());
+        assert!(RunError::Connect(TenantDbError::new(
+            "cannot connect to PostgreSQL",
+            diesel::ConnectionError::BadConnection("connection refused".into()),
+        ))
+        .is_transient());
+        // A missing SQLite file does not appear by retrying.
+        assert!(!RunError::Connect(TenantDbError::new(
+            "cannot open the tenant database",
+            tenantplane_control_db::DbError::State("t_1.db does not exist".into()),
+        ))
+        .is_transient());
+        assert!(!RunError::Plan(MigrateError::Drift(
+            "version 1 is applied but unknown".into()
+        ))
+        .is_transient());
+        let failing_sql: BoxError = Box::new(diesel::result::Error::NotFound);
+        let step = RunError::Step {
+            what: "migration",
+            version: "20261125010000".into(),
+            source: failing_sql,
+        };
+        assert!(!step.is_transient());
+        let te = step.to_task_error();
+        assert_eq!(te.version.as_deref(), Some("20261125010000"));
+        assert!(
+            te.message.starts_with("migration 20261125010000 failed: "),
+            "{}",
+            te.message
+        );
+    }
+
+    #[test]
+    fn lock_keys_come_from_the_id() {
+        assert_eq!(lock_key("00000000-0000-0001-ffff-ffffffffffff"), 1);
+        assert_ne!(
+            lock_key("0b9e7a4e-2f55-4c39-9a0e-1f2d3c4b5a69"),
+            lock_key("1b9e7a4e-2f55-4c39-9a0e-1f2d3c4b5a69")
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Rollout creation reads the selection a page at a time: waves, order and
+//! skipped tenants must come out the same across page boundaries, on both
+//! control-database backends.
+
+mod common;
+
+use chrono::Utc;
+use diesel::prelude::*;
+use tenantplane_control_db::schema::{database_servers, tasks, tenants};
+use tenantplane_control_db::{Actor, ControlDb};
+use tenantplane_fleet::servers::{self, DatabaseServer};
+use tenantplane_migrations::catalogue;
+use tenantplane_rollout::rollouts::{self, Created, RolloutRequest, Selector, WaveSpec};
+use tenantplane_testkit::TestPg;
+use uuid::Uuid;
+
+/// More than two pages of tenants, one deleted and one still provisioning
+/// (both never selected), every seventh already at head.
+const TENANTS: usize = 1_234;
+
+fn seed(db: &ControlDb) -> (Vec<String>, Vec<String>) {
+    let mut conn = db.conn().expect("conn");
+    let server: DatabaseServer = database_servers::table
+        .select(DatabaseServer::as_select())
+        .first(&mut conn)
+        .expect("server");
+    let head = catalogue::head().expect("head");
+    let phase0 = catalogue::phase_version(0).expect("phase 0");
+    let now = Utc::now().naive_utc();
+    let mut selectable = Vec::new();
+    let mut at_head = Vec::new();
+    for i in 0..TENANTS + 2 {
+        let id = Uuid::new_v4().to_string();
+        let version = if i % 7 == 0 { head } else { phase0 };
+        let status = if i == TENANTS + 1 {
+            "provisioning"
+        } else {
+            "active"
+        };
+        diesel::insert_into(tenants::table)
+            .values((
+                tenants::id.eq(&id),
+                tenants::slug.eq(format!("shop-{i}")),
+                tenants::name.eq("Shop"),
+                tenants::status.eq(status),
+                tenants::server_id.eq(&server.id),
+                tenants::schema_version.eq(version),
+                tenants::created_at.eq(now),
+                tenants::updated_at.eq(now),
+                tenants::deleted_at.eq((i == TENANTS).then_some(now)),
+            ))
+            .execute(&mut conn)
+            .expect("insert tenant");
+        if i < TENANTS {
+            selectable.push(id.clone());
+            if version == head {
+                at_head.push(id);
+            }
+        }
+    }
+    (selectable, at_head)
+}
+
+fn request(dry_run: bool) -> RolloutRequest {
+    serde_json::from_value(serde_json::json!({
+        "target": "head",
+        "selector": {"all": true},
+        "waves": [{"name": "canary", "count": 10}, {"percent": 40}],
+        "dry_run": dry_run,
+    }))
+    .expect("request")
+}
+
+fn check(db: &ControlDb) {
+    let (selectable, at_head) = seed(db);
+    let actor = Actor::system("test");
+
+    let Created::Plan(plan) = rollouts::create(db, &actor, request(true)).expect("dry run") else {
+        panic!("a dry run returns a plan");
+    };
+    assert_eq!(plan.total, TENANTS);
+    assert_eq!(plan.to_migrate, TENANTS - at_head.len());
+    let sizes: Vec<i64> = plan.waves.iter().map(|w| w.size).collect();
+    // 40 % of 1,234 rounds up to 494; the rest is the last wave.
+    assert_eq!(sizes, vec![10, 494, 730]);
+    for (wave, size) in sizes.iter().enumerate() {
+        let planned = plan.tasks.iter().filter(|t| t.wave == wave as i32).count();
+        assert_eq!(planned as i64, *size, "wave {wave} of the plan");
+    }
+    let mut conn = db.conn().expect("conn");
+    let none: i64 = tasks::table.count().get_result(&mut conn).expect("count");
+    assert_eq!(none, 0, "a dry run writes no task");
+
+    let Created::Rollout(rollout) = rollouts::create(db, &actor, request(false)).expect("create")
+    else {
+        panic!("a rollout");
+    };
+    assert_eq!(rollout.total as usize, TENANTS);
+    assert_eq!(
+        rollout.waves.iter().map(|w| w.size).collect::<Vec<_>>(),
+        sizes
+    );
+    assert_eq!(rollout.counts.skipped as usize, at_head.len());
+    assert_eq!(rollout.counts.pending as usize, TENANTS - at_head.len());
+
+    let rows: Vec<(String, i32, String)> = tasks::table
+        .filter(tasks::rollout_id.eq(&rollout.id))
+        .order(tasks::id)
+        .select((tasks::tenant_id, tasks::wave, tasks::state))
+        .load(&mut conn)
+        .expect("tasks");
+    let mut got: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    got.sort();
+    let mut want = selectable.clone();
+    want.sort();
+    assert_eq!(got, want, "every selectable tenant exactly once");
+    // Claims follow insert order: the waves must be in order.
+    assert!(
+        rows.windows(2).all(|w| w[0].1 <= w[1].1),
+        "tasks are written wave by wave"
+    );
+    for (wave, size) in sizes.iter().enumerate() {
+        let n = rows.iter().filter(|r| r.1 == wave as i32).count();
+        assert_eq!(n as i64, *size, "wave {wave}");
+    }
+    for (id, _, state) in &rows {
+        let want = if at_head.contains(id) {
+            "skipped"
+        } else {
+            "pending"
+        };
+        assert_eq!(state, want, "tenant {id}");
+    }
+    // A stable shuffle, not the order of the ids.
+    let canary: Vec<&String> = rows.iter().take(10).map(|r| &r.0).collect();
+    let mut sorted = canary.clone();
+    sorted.sort();
+    assert_ne!(canary, sorted, "the canaries are a spread of the fleet");
+
+    // Only tenants that match count: a selector matching none is refused.
+    let nobody = RolloutRequest {
+        selector: Selector {
+            plans: Some(vec!["no-such-plan".into()]),
+            ..Selector::default()
+        },
+        waves: Some(vec![WaveSpec {
+            count: Some(1),
+            ..WaveSpec::default()
+        }]),
+        ..request(false)
+    };
+    let err = rollouts::create(db, &actor, nobody).err().expect("refused");
+    assert!(err.to_string().contains("matches no tenant"), "{err}");
+}
+
+#[test]
+fn creation_pages_through_the_selection_on_sqlite() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = common::sqlite_control_db(dir.path());
+    check(&db);
+}
+
+#[test]
+fn creation_pages_through_the_selection_on_postgres() {
+    let Some(pg) = TestPg::new() else {
+        return;
+    };
+    let db = ControlDb::open(&pg.url()).expect("open");
+    let dir = tempfile::tempdir().expect("dir");
+    servers::ensure_default(&db, dir.path()).expect("default server");
+    check(&db);
+}
