@@ -328,7 +328,11 @@ fn provision(
         .connect()
         .map_err(|e| e.for_tenant(slug, "connecting failed"))?;
     conn.migrate_to(target)
-        .map_err(|e| Error::tenant_db(slug, "migrating failed", DbError::Migration(Box::new(e))))?;
+        .map_err(|e| {
+            // Our own words name the failed version; the driver's text stays
+            // in the source, for the log.
+            Error::tenant_db(slug, format!("migrating failed: {e}"), DbError::Migration(Box::new(e)))
+        })?;
     Ok(target.map(str::to_string))
 }
 

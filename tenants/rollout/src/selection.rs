@@ -13,6 +13,7 @@ use crate::rollouts::Selector;
 use tenantplane_control_db::db::{ControlBackend, ControlConnection};
 use tenantplane_control_db::error::{DbError, Error, Result};
 use tenantplane_control_db::schema::tenants;
+use tenantplane_control_db::states::TenantStatus;
 use tenantplane_fleet::registry::with_labels;
 use tenantplane_fleet::servers;
 
@@ -85,7 +86,7 @@ impl Resolved {
     fn query(&self) -> tenants::BoxedQuery<'static, ControlBackend> {
         let mut q = tenants::table
             .filter(tenants::deleted_at.is_null())
-            .filter(tenants::status.ne("provisioning"))
+            .filter(tenants::status.ne(TenantStatus::Provisioning.as_str()))
             .into_boxed::<ControlBackend>();
         if let Some(ids) = &self.tenant_ids {
             q = q.filter(tenants::id.eq_any(ids.clone()));

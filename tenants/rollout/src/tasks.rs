@@ -9,9 +9,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use tenantplane_fleet::tenant_run::Outcome;
 use tenantplane_jobs::backoff::{backoff, lease_expiry};
+use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_migrations::StepDirection;
 
-use crate::rollouts::{self, set_state};
+use crate::rollouts::waves::{budget_spent, Progress};
+use crate::rollouts::{self, set_state, FailureBudget};
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::Result;
 use tenantplane_control_db::schema::{migration_runs, rollouts as rollouts_t, tasks, tenants};
@@ -95,17 +97,17 @@ pub fn claim(
                 std::sync::atomic::Ordering::Relaxed,
             )
             .is_ok();
-    let passes: &[(&str, &str)] = if look_for_expired {
+    let passes: &[(TaskState, &str)] = if look_for_expired {
         &[
-            ("running", "t.lease_expires_at < $3"),
-            ("pending", "t.next_attempt_at <= $3"),
+            (TaskState::Running, "t.lease_expires_at < $3"),
+            (TaskState::Pending, "t.next_attempt_at <= $3"),
         ]
     } else {
-        &[("pending", "t.next_attempt_at <= $3")]
+        &[(TaskState::Pending, "t.next_attempt_at <= $3")]
     };
     let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
         for &(state, due) in passes {
-            let sql = CLAIM.replace("{state}", state).replace("{due}", due);
+            let sql = CLAIM.replace("{state}", state.as_str()).replace("{due}", due);
             let rows: Vec<ClaimedTask> = match conn {
                 ControlConnection::Postgres(pg) => {
                     diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
@@ -152,7 +154,7 @@ pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> 
         tasks::table
             .filter(tasks::id.eq_any(ids))
             .filter(tasks::lease_owner.eq(worker))
-            .filter(tasks::state.eq("running")),
+            .filter(tasks::state.eq(TaskState::Running.as_str())),
     )
     .set(tasks::lease_expires_at.eq(expires))
     .execute(&mut conn)?)
@@ -175,7 +177,7 @@ pub fn complete(
         let ours = tasks::table
             .filter(tasks::id.eq(task.id))
             .filter(tasks::lease_owner.eq(worker))
-            .filter(tasks::state.eq("running"));
+            .filter(tasks::state.eq(TaskState::Running.as_str()));
         let still_ours: i64 = ours.count().get_result(conn)?;
         if still_ours == 0 {
             tracing::warn!(task_id = task.id, tenant_id = %task.tenant_id, "lease lost before completion; leaving the task to its new owner");
@@ -227,7 +229,7 @@ pub fn complete(
             None => {
                 diesel::update(tasks::table.find(task.id))
                     .set((
-                        tasks::state.eq("succeeded"),
+                        tasks::state.eq(TaskState::Succeeded.as_str()),
                         tasks::reached_version.eq(outcome.reached.as_deref()),
                         tasks::finished_at.eq(Some(now)),
                         tasks::duration_ms.eq(Some(ms)),
@@ -243,7 +245,7 @@ pub fn complete(
                 let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 diesel::update(tasks::table.find(task.id))
                     .set((
-                        tasks::state.eq("pending"),
+                        tasks::state.eq(TaskState::Pending.as_str()),
                         tasks::next_attempt_at.eq(next),
                         tasks::reached_version.eq(outcome.reached.as_deref()),
                         tasks::lease_owner.eq(None::<String>),
@@ -256,7 +258,7 @@ pub fn complete(
             Some(err) => {
                 diesel::update(tasks::table.find(task.id))
                     .set((
-                        tasks::state.eq("failed"),
+                        tasks::state.eq(TaskState::Failed.as_str()),
                         tasks::reached_version.eq(outcome.reached.as_deref()),
                         tasks::finished_at.eq(Some(now)),
                         tasks::duration_ms.eq(Some(ms)),
@@ -280,14 +282,14 @@ pub fn complete(
 /// scan of the whole rollout.
 pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     let r = rollouts::find_row(conn, rollout_id)?;
-    if r.state != "running" {
+    if r.state != RolloutState::Running.as_str() {
         return Ok(());
     }
     let now = Utc::now().naive_utc();
-    let in_state = |conn: &mut ControlConnection, state: &str| -> Result<i64> {
+    let in_state = |conn: &mut ControlConnection, state: TaskState| -> Result<i64> {
         Ok(tasks::table
             .filter(tasks::rollout_id.eq(rollout_id))
-            .filter(tasks::state.eq(state))
+            .filter(tasks::state.eq(state.as_str()))
             .select(count_star())
             .first(conn)?)
     };
@@ -295,7 +297,7 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     let open_upto = |conn: &mut ControlConnection, wave: i32| -> Result<bool> {
         let first: Option<i64> = tasks::table
             .filter(tasks::rollout_id.eq(rollout_id))
-            .filter(tasks::state.eq_any(["pending", "running"]))
+            .filter(tasks::state.eq_any([TaskState::Pending.as_str(), TaskState::Running.as_str()]))
             .filter(tasks::wave.le(wave))
             .select(tasks::id)
             .first(conn)
@@ -304,18 +306,22 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     };
     let wave_done = !open_upto(conn, r.current_wave)?;
 
-    let failed = in_state(conn, "failed")? - i64::from(r.failures_forgiven);
+    let failed = in_state(conn, TaskState::Failed)? - i64::from(r.failures_forgiven);
+    // Counting the others costs two more queries: only when a budget could
+    // be spent.
     if failed > 0 && (r.max_failed.is_some() || r.max_failed_percent.is_some()) {
-        let finished = failed + in_state(conn, "succeeded")?;
-        let eligible = i64::from(r.total) - in_state(conn, "skipped")?;
-        let over_count = r.max_failed.is_some_and(|m| failed > i64::from(m));
-        let over_percent = r.max_failed_percent.is_some_and(|p| {
-            (finished >= 10.min(eligible) || wave_done) && failed * 100 > i64::from(p) * finished
-        });
-        if over_count || over_percent {
-            let reason =
-                format!("failure budget exceeded: {failed} of {finished} finished tenants failed");
-            set_state(conn, rollout_id, "halted", Some(&reason), now)?;
+        let progress = Progress {
+            failed,
+            finished: failed + in_state(conn, TaskState::Succeeded)?,
+            eligible: i64::from(r.total) - in_state(conn, TaskState::Skipped)?,
+            wave_done,
+        };
+        let budget = FailureBudget {
+            max_failed: r.max_failed.map(|v| v as u32),
+            max_failed_percent: r.max_failed_percent.map(|v| v as u32),
+        };
+        if let Some(reason) = budget_spent(&budget, &progress) {
+            set_state(conn, rollout_id, RolloutState::Halted, Some(&reason), now)?;
             tracing::warn!(rollout_id, %reason, "rollout halted");
             return Ok(());
         }
@@ -337,16 +343,16 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
         tracing::info!(rollout_id, wave, "next wave");
     }
     if !open_upto(conn, i32::MAX)? {
-        let state = if in_state(conn, "failed")? > 0 {
-            "failed"
+        let state = if in_state(conn, TaskState::Failed)? > 0 {
+            RolloutState::Failed
         } else {
-            "succeeded"
+            RolloutState::Succeeded
         };
         set_state(conn, rollout_id, state, None, now)?;
         diesel::update(rollouts_t::table.find(rollout_id))
             .set(rollouts_t::finished_at.eq(Some(now)))
             .execute(conn)?;
-        tracing::info!(rollout_id, state, "rollout finished");
+        tracing::info!(rollout_id, state = state.as_str(), "rollout finished");
     }
     Ok(())
 }
@@ -356,7 +362,7 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
 pub fn advance_all(db: &ControlDb) -> Result<()> {
     let mut conn = db.conn()?;
     let running: Vec<String> = rollouts_t::table
-        .filter(rollouts_t::state.eq("running"))
+        .filter(rollouts_t::state.eq(RolloutState::Running.as_str()))
         .select(rollouts_t::id)
         .load(&mut conn)?;
     for id in running {

@@ -1,0 +1,134 @@
+//! Checking a rollout request and turning it into the settings a rollout
+//! runs with (defaults filled in, ranges enforced).
+
+use tenantplane_control_db::{validate, Error, Result};
+use tenantplane_migrations::SchemaTarget;
+
+use super::{Backoff, FailureBudget, RolloutRequest, WaveSpec};
+use crate::selection::Candidate;
+
+pub(super) struct Settings {
+    pub(super) target: SchemaTarget,
+    pub(super) concurrency: i32,
+    pub(super) per_server: i32,
+    pub(super) max_attempts: i32,
+    pub(super) backoff: Backoff,
+    pub(super) timeout_s: i32,
+    pub(super) budget: FailureBudget,
+    pub(super) verify: bool,
+    pub(super) priority: i32,
+    pub(super) waves: Vec<WaveSpec>,
+}
+
+impl Settings {
+    /// A tenant already at the target is skipped, unless the rollout verifies.
+    pub(super) fn skips(&self, c: &Candidate) -> bool {
+        !self.verify && c.schema_version.as_deref() == self.target.version()
+    }
+}
+
+pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
+    let target: SchemaTarget = req
+        .target
+        .parse()
+        .map_err(|e: tenantplane_migrations::TargetError| Error::invalid(e.to_string()))?;
+    if target == SchemaTarget::None {
+        return Err(Error::invalid(
+            "target 'none' would drop every table; roll back to phase:0 at most",
+        ));
+    }
+    let s = &req.selector;
+    let empty = s.all != Some(true)
+        && s.tenants.is_none()
+        && s.plans.is_none()
+        && s.labels.is_none()
+        && s.servers.is_none();
+    if empty {
+        return Err(Error::invalid(
+            "the selector selects nothing: use {\"all\":true} or tenants, plans, labels, servers",
+        ));
+    }
+    if s.all == Some(false) {
+        return Err(Error::invalid("selector.all must be true when given"));
+    }
+    for (what, list) in [
+        ("tenants", &s.tenants),
+        ("plans", &s.plans),
+        ("servers", &s.servers),
+    ] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::invalid(format!("selector.{what} is empty")));
+        }
+    }
+    if let Some(labels) = &s.labels {
+        if labels.is_empty() {
+            return Err(Error::invalid("selector.labels is empty"));
+        }
+        validate::labels(labels)?;
+    }
+    let range = |name: &str, v: Option<u32>, default: u32, max: u32| -> Result<i32> {
+        let v = v.unwrap_or(default);
+        if v == 0 || v > max {
+            return Err(Error::invalid(format!(
+                "{name} must be 1 to {max}, not {v}"
+            )));
+        }
+        Ok(v as i32)
+    };
+    let concurrency = range("concurrency", req.concurrency, 8, 1024)?;
+    let per_server = range(
+        "per_server_concurrency",
+        req.per_server_concurrency,
+        concurrency as u32,
+        1024,
+    )?;
+    let max_attempts = range("max_attempts", req.max_attempts, 5, 100)?;
+    let timeout_s = range("timeout_s", req.timeout_s, 300, 86_400)?;
+    let backoff = req.backoff.clone().unwrap_or(Backoff {
+        base_ms: 500,
+        max_ms: 30_000,
+    });
+    if backoff.base_ms == 0 || backoff.max_ms < backoff.base_ms || backoff.max_ms > 3_600_000 {
+        return Err(Error::invalid(
+            "backoff needs 0 < base_ms <= max_ms <= 3600000",
+        ));
+    }
+    let budget = req.failure_budget.clone().unwrap_or(FailureBudget {
+        max_failed: None,
+        max_failed_percent: Some(10),
+    });
+    if budget.max_failed_percent.is_some_and(|p| p > 100) {
+        return Err(Error::invalid(
+            "failure_budget.max_failed_percent must be 0 to 100",
+        ));
+    }
+    let waves = req.waves.clone().unwrap_or_default();
+    for (i, w) in waves.iter().enumerate() {
+        match (w.count, w.percent) {
+            (Some(c), None) if c > 0 => {}
+            (None, Some(p)) if p > 0.0 && p <= 100.0 => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "wave {i}: give either count > 0 or percent in (0, 100]"
+                )))
+            }
+        }
+    }
+    let priority = req.priority.unwrap_or(0);
+    if !(-1000..=1000).contains(&priority) {
+        return Err(Error::invalid("priority must be -1000 to 1000"));
+    }
+    Ok(Settings {
+        target,
+        concurrency,
+        per_server,
+        max_attempts,
+        backoff,
+        timeout_s,
+        budget,
+        verify: req.verify.unwrap_or(false),
+        priority,
+        waves,
+    })
+}
+
