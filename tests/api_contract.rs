@@ -1,9 +1,8 @@
 //! The API contract: health, OpenAPI, auth, errors, and bad input that must
 //! change nothing.
 
-mod common;
 
-use common::{call_as, call_raw, error_code, App};
+use crate::common::{call_as, call_raw, error_code, App};
 use serde_json::{json, Value};
 
 #[test]
@@ -304,10 +303,10 @@ fn bad_server_input_is_refused() {
 #[test]
 fn generated_operator_token_is_printed_once_and_kept() {
     let dir = tempfile::tempdir().expect("dir");
-    let opts = || common::AppOptions {
+    let opts = || crate::common::AppOptions {
         operator_token: None,
         data_dir: Some(dir.path().to_path_buf()),
-        ..common::AppOptions::default()
+        ..crate::common::AppOptions::default()
     };
     let first = App::start_with(opts());
     let token = first.generated_token().expect("first start prints a token");

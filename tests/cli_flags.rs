@@ -1,14 +1,13 @@
 //! `tenantplane plans|features|override|keys` against a running server.
 
-mod common;
 
 use std::process::Command;
 
-use common::{call_as, App, TOKEN};
+use crate::common::{call_as, App, TOKEN};
 use serde_json::{json, Value};
 
 fn cli(app: &App, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::common::bin())
         .args(args)
         .env("TENANTPLANE_URL", &app.url)
         .env("TENANTPLANE_TOKEN", TOKEN)

@@ -1,11 +1,10 @@
 //! `tenantplane rollout …` against a running server: plan, start and watch,
 //! status and list, controls, a halted rollout, and bad flags.
 
-mod common;
 
 use std::process::Command;
 
-use common::{App, AppOptions, TOKEN};
+use crate::common::{App, AppOptions, TOKEN};
 use serde_json::{json, Value};
 
 struct Run {
@@ -16,7 +15,7 @@ struct Run {
 }
 
 fn cli_at(url: &str, args: &[&str]) -> Run {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::common::bin())
         .args(args)
         .env("TENANTPLANE_URL", url)
         .env("TENANTPLANE_TOKEN", TOKEN)

@@ -1,11 +1,10 @@
 //! Plans, schema-aware feature flags, tenant keys, self-serve plan changes
 //! and the audit log, through the real binary.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{call_as, error_code, wait_for, App, AppOptions, TestPg};
+use crate::common::{call_as, error_code, wait_for, App, AppOptions, TestPg};
 use serde_json::{json, Value};
 use tenantplane_migrations::catalogue;
 

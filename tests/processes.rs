@@ -1,11 +1,10 @@
 //! Several processes on one control database, and the CLI against a running
 //! server.
 
-mod common;
 
 use std::process::Command;
 
-use common::{call_as, App, AppOptions, TestPg, TOKEN};
+use crate::common::{call_as, App, AppOptions, TestPg, TOKEN};
 use serde_json::Value;
 
 #[test]
@@ -51,7 +50,7 @@ fn two_api_processes_start_at_once_on_one_postgres_control_db() {
 }
 
 fn cli(app: &App, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::common::bin())
         .args(args)
         .env("TENANTPLANE_URL", &app.url)
         .env("TENANTPLANE_TOKEN", TOKEN)
@@ -149,7 +148,7 @@ fn cli_operator_commands() {
     assert!(err.contains("409") && err.contains("taken"), "{err}");
     let (ok, _, err) = cli(&app, &["tenants", "show", "nobody"]);
     assert!(!ok && err.contains("404"), "{err}");
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::common::bin())
         .args(["tenants", "list"])
         .env("TENANTPLANE_URL", &app.url)
         .env("TENANTPLANE_TOKEN", "wrong-token-wrong")

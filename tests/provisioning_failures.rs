@@ -1,9 +1,8 @@
 //! A tenant whose database cannot be provisioned leaves nothing behind: no
 //! row, no file, no schema, no database.
 
-mod common;
 
-use common::{error_code, App, TestPg};
+use crate::common::{error_code, App, TestPg};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

@@ -1,12 +1,11 @@
 //! The rollout engine end to end: the real binary (API and worker), real
 //! tenant databases, on SQLite and PostgreSQL.
 
-mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::{error_code, sqlite_applied, wait_for, App, AppOptions, TestPg};
+use crate::common::{error_code, sqlite_applied, wait_for, App, AppOptions, TestPg};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -567,7 +566,7 @@ fn progress_streams_as_server_sent_events() {
     let r = start(&app, json!({"target": "head", "selector": {"all": true}}));
     let id = r["id"].as_str().expect("id");
     let resp = ureq::get(&format!("{}/v1/rollouts/{id}/events", app.url))
-        .set("Authorization", &format!("Bearer {}", common::TOKEN))
+        .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
         .call()
         .expect("events");
     assert_eq!(resp.content_type(), "text/event-stream");
@@ -603,7 +602,7 @@ fn metrics_report_tasks_and_durations() {
     let r = start(&app, json!({"target": "head", "selector": {"all": true}}));
     wait_state(&app, r["id"].as_str().expect("id"), &["succeeded"]);
     let resp = ureq::get(&format!("{}/metrics", app.url))
-        .set("Authorization", &format!("Bearer {}", common::TOKEN))
+        .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
         .call()
         .expect("metrics");
     let text = resp.into_string().expect("text");

@@ -1,9 +1,8 @@
 //! The whole tenant lifecycle on each kind of database server, with the
 //! control database on SQLite and on PostgreSQL.
 
-mod common;
 
-use common::{App, TestPg};
+use crate::common::{App, TestPg};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use serde_json::{json, Value};
@@ -215,7 +214,7 @@ fn lifecycle(app: &App, server: &str, probe: &Probe, pg: Option<&TestPg>) {
     let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 204);
     let (s, e) = app.call("GET", &format!("/v1/tenants/{id}"), None);
-    assert_eq!((s, common::error_code(&e).as_str()), (404, "not_found"));
+    assert_eq!((s, crate::common::error_code(&e).as_str()), (404, "not_found"));
     let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 404);
     let (_, page) = app.call("GET", "/v1/tenants?limit=500", None);
@@ -234,7 +233,7 @@ fn lifecycle(app: &App, server: &str, probe: &Probe, pg: Option<&TestPg>) {
         "/v1/tenants",
         Some(json!({"slug": slug, "name": "Again", "server": server})),
     );
-    assert_eq!((s, common::error_code(&e).as_str()), (409, "conflict"));
+    assert_eq!((s, crate::common::error_code(&e).as_str()), (409, "conflict"));
 
     // A tenant with an empty schema.
     let (s, empty) = app.call(
@@ -365,7 +364,7 @@ fn new_tenants_go_to_the_server_with_most_free_capacity() {
         Some(json!({"slug": "tiny-2", "name": "T", "server": tiny, "schema": "none"})),
     );
     assert_eq!(
-        (s, common::error_code(&e).as_str()),
+        (s, crate::common::error_code(&e).as_str()),
         (409, "conflict"),
         "{e}"
     );

@@ -1,6 +1,6 @@
 //! diesel's view of the tenant schema at head (PostgreSQL), generated with
 //! `diesel print-schema` from `tenant/postgres`. Do not edit: regenerate with
-//! `TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test diesel_cli`.
+//! `TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test schema diesel_cli`.
 
 // @generated automatically by Diesel CLI.
 

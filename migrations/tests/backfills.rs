@@ -1,9 +1,8 @@
 //! Backfills on realistic data: several shops, hundreds of sales inserted
 //! out of time order, messy role strings.
 
-mod common;
 
-use common::TenantDb;
+use crate::common::TenantDb;
 use tenantplane_migrations::catalogue;
 use tenantplane_testkit::fixture::ROLE_STRINGS;
 

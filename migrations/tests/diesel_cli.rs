@@ -131,7 +131,7 @@ const SCHEMA_FILE: &str = "src/tenant_schema.rs";
 const HEADER: &str =
     "//! diesel's view of the tenant schema at head (PostgreSQL), generated with\n\
 //! `diesel print-schema` from `tenant/postgres`. Do not edit: regenerate with\n\
-//! `TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test diesel_cli`.\n\n";
+//! `TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test schema diesel_cli`.\n\n";
 
 #[test]
 fn tenant_schema_rs_matches_the_migrations() {
@@ -160,6 +160,6 @@ fn tenant_schema_rs_matches_the_migrations() {
     assert!(
         committed == generated,
         "{SCHEMA_FILE} has drifted from the migrations; regenerate it with \
-         TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test diesel_cli\n--- diesel print-schema says:\n{printed}"
+         TENANTPLANE_UPDATE_SCHEMA=1 cargo test -p tenantplane-migrations --test schema diesel_cli\n--- diesel print-schema says:\n{printed}"
     );
 }

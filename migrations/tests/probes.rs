@@ -1,9 +1,8 @@
 //! The verification probes pass on both backends at every phase, see only
 //! the features the schema has, and leave no data behind.
 
-mod common;
 
-use common::TenantDb;
+use crate::common::TenantDb;
 use tenantplane_migrations::catalogue::{self, MAX_PHASE};
 use tenantplane_migrations::probes::{self, ProbeConn};
 

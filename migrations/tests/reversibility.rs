@@ -3,9 +3,8 @@
 //! and down gives back exactly the schema and data from before the up (the
 //! role strings, the dropped columns, the untouched tables).
 
-mod common;
 
-use common::{assert_same, assert_same_data, baseline_head, versions, TenantDb};
+use crate::common::{assert_same, assert_same_data, baseline_head, versions, TenantDb};
 
 fn prove_every_migration_reverses(mut db: TenantDb) {
     let backend = db.name();

@@ -1,6 +1,5 @@
 //! Test harness: the real `tenantplane` binary on 127.0.0.1:0 with its own
 //! temp data dir, and fresh PostgreSQL databases per test.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -259,4 +258,17 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A SQLite control database in `dir`, with the default SQLite server
+/// (tenant files also go into `dir`), for tests that call the domain crates
+/// directly instead of through the API.
+pub fn sqlite_control_db(dir: &std::path::Path) -> tenantplane_control_db::ControlDb {
+    let db = tenantplane_control_db::ControlDb::open(&format!(
+        "sqlite://{}",
+        dir.join("control.db").display()
+    ))
+    .expect("open the control database");
+    tenantplane_fleet::servers::ensure_default(&db, dir).expect("default server");
+    db
 }

@@ -1,7 +1,6 @@
 //! A process killed while provisioning leaves a `provisioning` row and maybe a
 //! database; the sweeper removes both once they are older than the grace time.
 
-mod common;
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 #[test]
 fn sweeper_removes_abandoned_provisioning() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = common::sqlite_control_db(dir.path());
+    let db = crate::common::sqlite_control_db(dir.path());
     let mut conn = db.conn().expect("conn");
     let server: DatabaseServer = database_servers::table
         .select(DatabaseServer::as_select())

@@ -2,7 +2,6 @@
 //! skipped tenants must come out the same across page boundaries, on both
 //! control-database backends.
 
-mod common;
 
 use chrono::Utc;
 use diesel::prelude::*;
@@ -156,7 +155,7 @@ fn check(db: &ControlDb) {
 #[test]
 fn creation_pages_through_the_selection_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = common::sqlite_control_db(dir.path());
+    let db = crate::common::sqlite_control_db(dir.path());
     check(&db);
 }
 

@@ -1,0 +1,17 @@
+//! The integration tests of the whole system, in one test binary (each
+//! binary links the whole workspace; one keeps the build short). Each module
+//! covers one capability; `common` is the harness: the real `tenantplane`
+//! binary on 127.0.0.1:0 with its own data dir, fresh PostgreSQL databases.
+
+mod common;
+
+mod api_contract;
+mod cli_flags;
+mod cli_rollout;
+mod plans_flags;
+mod processes;
+mod provisioning_failures;
+mod provisioning_sweep;
+mod rollout_creation;
+mod rollouts;
+mod tenants_lifecycle;
