@@ -8,6 +8,7 @@ mod common;
 mod api_contract;
 mod cli_flags;
 mod cli_rollout;
+mod error_kinds;
 mod plans_flags;
 mod processes;
 mod provisioning_failures;

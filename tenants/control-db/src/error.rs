@@ -67,9 +67,7 @@ impl DbError {
         match self {
             DbError::Query(e) => query_is_transient(e),
             DbError::Connect(_) | DbError::Pool(_) => true,
-            DbError::Migration(e) => e
-                .downcast_ref::<diesel::result::Error>()
-                .is_some_and(query_is_transient),
+            DbError::Migration(e) => query_in(e.as_ref()).is_some_and(query_is_transient),
             DbError::Io(e) => matches!(
                 e.kind(),
                 std::io::ErrorKind::Interrupted
@@ -96,6 +94,16 @@ pub fn query_is_transient(e: &diesel::result::Error) -> bool {
             _,
         )
     )
+}
+
+/// The diesel error inside a boxed failure, when the box holds one.
+/// (diesel_migrations wraps a failing migration's error in a private type,
+/// so a failed step is classified by what the connection does next, in
+/// `fleet::tenant_run`.)
+pub fn query_in<'a>(
+    e: &'a (dyn StdError + Send + Sync + 'static),
+) -> Option<&'a diesel::result::Error> {
+    e.downcast_ref::<diesel::result::Error>()
 }
 
 impl Error {

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::Bool;
-use tenantplane_control_db::error::{query_is_transient, report};
+use tenantplane_control_db::error::{query_in, query_is_transient, report};
 use tenantplane_migrations::probes::{self, ProbeConn};
 use tenantplane_migrations::runner::BoxError;
 use tenantplane_migrations::{
@@ -106,6 +105,17 @@ pub enum RunError {
         #[source]
         source: BoxError,
     },
+    /// A step failed and the connection no longer answers: the server went
+    /// away or the session was terminated (told by the connection's own
+    /// error kind on a follow-up query, since diesel_migrations hides the
+    /// step's error behind a private type).
+    #[error("{what} {version} failed: the connection was lost")]
+    Lost {
+        what: &'static str,
+        version: String,
+        #[source]
+        source: diesel::result::Error,
+    },
     /// A step ran for the whole statement timeout (PostgreSQL): told by the
     /// clock, since diesel does not expose SQLSTATE 57014.
     #[error("{what} {version} hit the statement timeout")]
@@ -128,20 +138,26 @@ impl RunError {
     pub fn is_transient(&self) -> bool {
         match self {
             RunError::Connect(e) => e.is_transient(),
-            RunError::Locked | RunError::Busy(_) | RunError::Timeout { .. } => true,
+            RunError::Locked
+            | RunError::Busy(_)
+            | RunError::Timeout { .. }
+            | RunError::Lost { .. } => true,
             RunError::Setup(e) | RunError::Transaction(e) => query_is_transient(e),
-            RunError::Versions(MigrateError::Read(e)) | RunError::Step { source: e, .. } => e
-                .downcast_ref::<diesel::result::Error>()
-                .is_some_and(query_is_transient),
-            RunError::Versions(_) | RunError::Plan(_) | RunError::Probe(_) => false,
+            RunError::Versions(MigrateError::Read(e)) => {
+                query_in(e.as_ref()).is_some_and(query_is_transient)
+            }
+            RunError::Versions(_)
+            | RunError::Plan(_)
+            | RunError::Step { .. }
+            | RunError::Probe(_) => false,
         }
     }
 
     fn version(&self) -> Option<String> {
         match self {
-            RunError::Step { version, .. } | RunError::Timeout { version, .. } => {
-                Some(version.clone())
-            }
+            RunError::Step { version, .. }
+            | RunError::Timeout { version, .. }
+            | RunError::Lost { version, .. } => Some(version.clone()),
             _ => None,
         }
     }
@@ -188,7 +204,7 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
             if let Err(e) = c.batch_execute(&setup) {
                 return failed_before_start(RunError::Setup(e));
             }
-            let mut state = RunState::new(opts);
+            let mut state = RunState::new(opts, true);
             let result = c.exclusive_transaction(|c| {
                 state.entered = true;
                 state.body(c, &TENANT_SQLITE, opts, |c, v| {
@@ -198,7 +214,7 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
             state.finish(result)
         }
         TenantConnection::Postgres(c) => {
-            let mut state = RunState::new(opts);
+            let mut state = RunState::new(opts, false);
             let result = c.transaction(|c| {
                 #[derive(QueryableByName)]
                 struct Locked {
@@ -236,9 +252,10 @@ fn failed_before_start(e: RunError) -> Outcome {
 }
 
 struct RunState {
-    /// SQLite: whether `BEGIN EXCLUSIVE` succeeded (else the lock wait ran
-    /// out). PostgreSQL: whether the transaction began.
+    /// Whether the transaction began: on SQLite `BEGIN EXCLUSIVE` fails only
+    /// when the lock wait ran out.
     entered: bool,
+    sqlite: bool,
     start: Option<String>,
     /// Whether the start version was read (else `reached` is unknown).
     known: bool,
@@ -251,9 +268,10 @@ struct RunState {
 }
 
 impl RunState {
-    fn new(opts: &RunOptions) -> Self {
+    fn new(opts: &RunOptions, sqlite: bool) -> Self {
         RunState {
             entered: false,
+            sqlite,
             start: None,
             known: false,
             reached: None,
@@ -275,7 +293,7 @@ impl RunState {
     ) -> Result<(), diesel::result::Error>
     where
         DB: diesel::backend::Backend,
-        C: diesel_migrations::MigrationHarness<DB>,
+        C: diesel_migrations::MigrationHarness<DB> + SimpleConnection,
         diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
     {
         let mut applied = match runner::applied_versions(c) {
@@ -313,26 +331,26 @@ impl RunState {
                     "rollback of migration"
                 };
                 // A PostgreSQL step that ran for the whole statement timeout
-                // was cancelled by it (SQLite has no statement timeout).
-                let timed_out = matches!(
-                    source.downcast_ref::<diesel::result::Error>(),
-                    Some(diesel::result::Error::DatabaseError(
-                        DatabaseErrorKind::Unknown,
-                        _
-                    ))
-                ) && self.step_started.elapsed() >= self.timeout;
-                self.error = Some(if timed_out {
-                    RunError::Timeout {
+                // was cancelled by it (SQLite has no statement timeout). A
+                // connection that no longer answers was lost mid-step.
+                let timed_out = self.step_started.elapsed() >= self.timeout;
+                let alive = c.batch_execute("SELECT 1");
+                self.error = Some(match alive {
+                    Err(lost) if query_is_transient(&lost) => RunError::Lost {
+                        what,
+                        version,
+                        source: lost,
+                    },
+                    _ if timed_out => RunError::Timeout {
                         what,
                         version,
                         source,
-                    }
-                } else {
-                    RunError::Step {
+                    },
+                    _ => RunError::Step {
                         what,
                         version,
                         source,
-                    }
+                    },
                 });
                 // Keep the steps before the failed one.
                 return Ok(());
@@ -355,10 +373,10 @@ impl RunState {
         if let Err(e) = result {
             // Rolled back: the tenant is where it started.
             if self.error.is_none() {
-                self.error = Some(if self.entered {
-                    RunError::Transaction(e)
-                } else {
+                self.error = Some(if self.sqlite && !self.entered {
                     RunError::Busy(e)
+                } else {
+                    RunError::Transaction(e)
                 });
             }
             self.applied.clear();
