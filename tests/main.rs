@@ -3,6 +3,9 @@
 //! covers one capability; `common` is the harness: the real `tenantplane`
 //! binary on 127.0.0.1:0 with its own data dir, fresh PostgreSQL databases.
 
+// A failed step is the test's report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod api_contract;

@@ -2,6 +2,9 @@
 //! migration reversible, backfills, probes, and the stock diesel CLI's view
 //! of the migration folders.
 
+// A failed step is the test's report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod backfills;

@@ -3,6 +3,9 @@
 //! - [`TestPg`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`fixture`]: realistic phase-0 shop data, the same on every run.
 
+// Test support: a failed set-up step is the test's failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod fixture;
 
 use std::sync::Mutex;

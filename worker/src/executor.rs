@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use tenantplane_control_db::error::report;
 use tenantplane_control_db::Result;
 use tenantplane_fleet::registry::find_row;
 use tenantplane_fleet::servers;
@@ -34,7 +35,7 @@ pub(crate) fn run(s: &Shared) {
                 {
                     // The lease runs out and another claim retries the task;
                     // the tenant database itself is consistent either way.
-                    tracing::error!(error = %e, "recording the task outcome failed");
+                    tracing::error!(error = %report(&e), "recording the task outcome failed");
                 }
                 if let Ok(mut set) = s.in_flight.lock() {
                     set.remove(&task.id);
@@ -45,7 +46,7 @@ pub(crate) fn run(s: &Shared) {
                 idle = (idle * 2).min(Duration::from_secs(2)).max(s.config.poll);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claiming a task failed");
+                tracing::warn!(error = %report(&e), "claiming a task failed");
                 s.nap(Duration::from_secs(1));
             }
         }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tenantplane_control_db::error::report;
 use tenantplane_control_db::ControlDb;
 use tenantplane_flags::plans;
 use tenantplane_fleet::registry::{sweep_abandoned, PROVISIONING_GRACE};
@@ -151,11 +152,11 @@ fn maintenance(s: &Shared) {
             .map(|set| set.iter().copied().collect())
             .unwrap_or_default();
         if let Err(e) = tasks::heartbeat(&s.db, &s.id, &ids, s.config.lease) {
-            tracing::warn!(error = %e, "heartbeat failed");
+            tracing::warn!(error = %report(&e), "heartbeat failed");
         }
         if last_advance.elapsed() >= Duration::from_secs(2) {
             if let Err(e) = tasks::advance_all(&s.db) {
-                tracing::warn!(error = %e, "advancing rollouts failed");
+                tracing::warn!(error = %report(&e), "advancing rollouts failed");
             }
             last_advance = Instant::now();
         }
@@ -163,12 +164,12 @@ fn maintenance(s: &Shared) {
             match sweep_abandoned(&s.db, PROVISIONING_GRACE) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "provisioning sweep done"),
-                Err(e) => tracing::warn!(error = %e, "provisioning sweep failed"),
+                Err(e) => tracing::warn!(error = %report(&e), "provisioning sweep failed"),
             }
             match plans::sweep_expired_trials(&s.db) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(moved = n, "expired trials moved to their fallback plans"),
-                Err(e) => tracing::warn!(error = %e, "trial sweep failed"),
+                Err(e) => tracing::warn!(error = %report(&e), "trial sweep failed"),
             }
             last_sweep = Some(Instant::now());
         }

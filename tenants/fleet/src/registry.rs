@@ -14,7 +14,7 @@ pub use tenantplane_api_types::tenants::{NewTenant, Tenant, TenantPage, TenantPa
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{locks, write_tx, ControlBackend, ControlConnection, ControlDb};
-use tenantplane_control_db::error::{DbError, Error, Result};
+use tenantplane_control_db::error::{report, DbError, Error, Result};
 use tenantplane_control_db::schema::{database_servers, plans, tenant_labels, tenants};
 use tenantplane_control_db::validate;
 
@@ -295,11 +295,11 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
             Ok(tenant)
         }
         Err(err) => {
-            tracing::warn!(tenant_id = %id, slug = %new.slug, error = %err, "tenant creation failed; undoing");
+            tracing::warn!(tenant_id = %id, slug = %new.slug, error = %report(&err), "tenant creation failed; undoing");
             if created {
                 if let Err(e) = location.drop_if_exists() {
                     // The row stays `provisioning`; the sweeper retries the drop.
-                    tracing::error!(tenant_id = %id, error = %e, "could not drop the half-created tenant database");
+                    tracing::error!(tenant_id = %id, error = %report(&e), "could not drop the half-created tenant database");
                     return Err(err);
                 }
             }
@@ -568,7 +568,7 @@ pub fn sweep_abandoned(db: &ControlDb, older_than: Duration) -> Result<usize> {
                 removed += 1;
             }
             Err(e) => {
-                tracing::warn!(tenant_id = %row.id, error = %e, "cannot drop abandoned tenant database yet")
+                tracing::warn!(tenant_id = %row.id, error = %report(&e), "cannot drop abandoned tenant database yet")
             }
         }
     }

@@ -270,7 +270,7 @@ impl TenantConnection {
 }
 
 fn pg_connect(url: &str) -> Result<PgConnection, TenantDbError> {
-    PgConnection::establish(url).map_err(failed(format!("cannot connect to PostgreSQL")))
+    PgConnection::establish(url).map_err(failed("cannot connect to PostgreSQL"))
 }
 
 /// The same PostgreSQL URL pointing at another database.
