@@ -47,7 +47,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field(
                 "control_db",
-                &tenantplane_fleet::tenant_db::redact_url(&self.control_db),
+                &tenantplane_fleet::urls::redact_url(&self.control_db),
             )
             .field("listen", &self.listen)
             .field(

@@ -21,7 +21,7 @@ use tenantplane_control_db::error::report;
 use tenantplane_control_db::ControlDb;
 use tenantplane_flags::plans;
 use tenantplane_fleet::registry::{sweep_abandoned, PROVISIONING_GRACE};
-use tenantplane_rollout::tasks;
+use tenantplane_rollout::{rollouts, tasks};
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ fn maintenance(s: &Shared) {
             tracing::warn!(error = %report(&e), "heartbeat failed");
         }
         if last_advance.elapsed() >= Duration::from_secs(2) {
-            if let Err(e) = tasks::advance_all(&s.db) {
+            if let Err(e) = rollouts::advance_all(&s.db) {
                 tracing::warn!(error = %report(&e), "advancing rollouts failed");
             }
             last_advance = Instant::now();

@@ -6,3 +6,4 @@ pub mod registry;
 pub mod servers;
 pub mod tenant_db;
 pub mod tenant_run;
+pub mod urls;

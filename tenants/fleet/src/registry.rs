@@ -327,12 +327,15 @@ fn provision(
     let mut conn = location
         .connect()
         .map_err(|e| e.for_tenant(slug, "connecting failed"))?;
-    conn.migrate_to(target)
-        .map_err(|e| {
-            // Our own words name the failed version; the driver's text stays
-            // in the source, for the log.
-            Error::tenant_db(slug, format!("migrating failed: {e}"), DbError::Migration(Box::new(e)))
-        })?;
+    conn.migrate_to(target).map_err(|e| {
+        // Our own words name the failed version; the driver's text stays
+        // in the source, for the log.
+        Error::tenant_db(
+            slug,
+            format!("migrating failed: {e}"),
+            DbError::Migration(Box::new(e)),
+        )
+    })?;
     Ok(target.map(str::to_string))
 }
 

@@ -8,7 +8,7 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::tenant_db::redact_url;
+use crate::urls::redact_url;
 pub use tenantplane_api_types::servers::{NewServer, ServerView};
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::db::{

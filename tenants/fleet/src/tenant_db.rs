@@ -16,6 +16,7 @@ use tenantplane_control_db::db::sqlite_path;
 use tenantplane_control_db::DbError;
 
 use crate::servers::{DatabaseServer, Isolation};
+use crate::urls::with_database;
 
 /// A tenant-database operation that failed: what was tried, and the
 /// driver's error as the source.
@@ -273,42 +274,6 @@ fn pg_connect(url: &str) -> Result<PgConnection, TenantDbError> {
     PgConnection::establish(url).map_err(failed("cannot connect to PostgreSQL"))
 }
 
-/// The same PostgreSQL URL pointing at another database.
-pub fn with_database(url: &str, database: &str) -> Result<String, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "not a postgres:// URL".to_string())?;
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    Ok(format!("{scheme}://{authority}/{database}{query}"))
-}
-
-/// The URL with any password replaced, for logs and API answers.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    let tail = tail
-        .split('&')
-        .map(|part| match part.split_once("password=") {
-            Some((before, _)) => format!("{before}password=***"),
-            None => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,42 +282,5 @@ mod tests {
     fn names_derive_from_the_id_only() {
         let id = Uuid::parse_str("0b9e7a4e-2f55-4c39-9a0e-1f2d3c4b5a69").expect("uuid");
         assert_eq!(db_name(&id), "t_0b9e7a4e2f554c399a0e1f2d3c4b5a69");
-    }
-
-    #[test]
-    fn swaps_the_database_of_a_url() {
-        let cases = [
-            (
-                "postgres://u:p@h:5432/postgres",
-                "postgres://u:p@h:5432/t_1",
-            ),
-            ("postgres://h", "postgres://h/t_1"),
-            (
-                "postgresql://h/db?sslmode=require",
-                "postgresql://h/t_1?sslmode=require",
-            ),
-            (
-                "postgres://h?application_name=x",
-                "postgres://h/t_1?application_name=x",
-            ),
-        ];
-        for (url, want) in cases {
-            assert_eq!(with_database(url, "t_1").as_deref(), Ok(want));
-        }
-        assert!(with_database("nope", "t").is_err());
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
-            "postgres://h/db?user=u&password=***&sslmode=require"
-        );
-        assert_eq!(redact_url("sqlite:///var/lib/t"), "sqlite:///var/lib/t");
     }
 }

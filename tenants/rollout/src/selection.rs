@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::rollouts::Selector;
+use tenantplane_api_types::rollouts::Selector;
 use tenantplane_control_db::db::{ControlBackend, ControlConnection};
 use tenantplane_control_db::error::{DbError, Error, Result};
 use tenantplane_control_db::schema::tenants;

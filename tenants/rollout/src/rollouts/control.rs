@@ -52,7 +52,9 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                 set_state(conn, id, RolloutState::Paused, None, now)?;
             }
             Control::Resume => {
-                if r.state != RolloutState::Paused.as_str() && r.state != RolloutState::Halted.as_str() {
+                if r.state != RolloutState::Paused.as_str()
+                    && r.state != RolloutState::Halted.as_str()
+                {
                     return refuse("");
                 }
                 if r.state == RolloutState::Halted.as_str() {
@@ -66,9 +68,13 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                 set_state(conn, id, RolloutState::Running, None, now)?;
             }
             Control::Cancel => {
-                if ![RolloutState::Running, RolloutState::Paused, RolloutState::Halted]
-                    .iter()
-                    .any(|s| r.state == s.as_str())
+                if ![
+                    RolloutState::Running,
+                    RolloutState::Paused,
+                    RolloutState::Halted,
+                ]
+                .iter()
+                .any(|s| r.state == s.as_str())
                 {
                     return refuse("");
                 }
@@ -77,7 +83,10 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                         .filter(tasks::rollout_id.eq(id))
                         .filter(tasks::state.eq(TaskState::Pending.as_str())),
                 )
-                .set((tasks::state.eq(TaskState::Cancelled.as_str()), tasks::finished_at.eq(now)))
+                .set((
+                    tasks::state.eq(TaskState::Cancelled.as_str()),
+                    tasks::finished_at.eq(now),
+                ))
                 .execute(conn)?;
                 set_state(conn, id, RolloutState::Cancelled, None, now)?;
                 diesel::update(rollouts::table.find(id))
@@ -127,7 +136,7 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                 after: Some(serde_json::json!({ "state": after })),
             },
         )?;
-        crate::tasks::advance(conn, id)
+        super::advance(conn, id)
     })?;
     get(db, id)
 }
@@ -148,4 +157,3 @@ pub(crate) fn set_state(
         .execute(conn)?;
     Ok(())
 }
-

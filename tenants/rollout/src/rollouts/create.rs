@@ -12,7 +12,9 @@ use tenantplane_migrations::{runner, MigrationPlan};
 use uuid::Uuid;
 
 use super::request::{validate, Settings};
-use super::{get, waves, Rollout, RolloutPlan, RolloutRequest, RolloutRow, PlannedTask, Selector, Wave};
+use super::{
+    get, waves, PlannedTask, Rollout, RolloutPlan, RolloutRequest, RolloutRow, Selector, Wave,
+};
 use crate::selection::{Candidate, Resolved, PAGE};
 use tenantplane_control_db::{Actor, ControlConnection, ControlDb, Error, Result};
 
@@ -173,7 +175,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         )?;
         // Finishes at once when every task was skipped; opens the waves made
         // only of skipped tenants.
-        crate::tasks::advance(conn, &id)?;
+        super::advance(conn, &id)?;
         Ok(total)
     })?;
     tracing::info!(rollout_id = %id, target = %settings.target, tenants = total, "rollout created");
@@ -276,4 +278,3 @@ fn plan(
         tasks,
     })
 }
-

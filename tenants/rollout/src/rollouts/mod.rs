@@ -3,8 +3,9 @@
 //! failure policy. Requests are checked in `request`, the wave and budget
 //! decisions are pure functions in `waves`, `create` writes a rollout and its
 //! tasks, `read` shows them, `control` pauses, resumes, cancels and retries.
-//! Workers execute the tasks (`crate::tasks`).
+//! Workers execute the tasks (the `tasks` module).
 
+mod advance;
 mod control;
 mod create;
 mod read;
@@ -15,8 +16,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use tenantplane_control_db::schema::rollouts;
 
-pub use control::{control, Control};
+pub use advance::{advance, advance_all};
 pub(crate) use control::set_state;
+pub use control::{control, Control};
 pub use create::{create, Created};
 pub use read::{counts, find_row, get, list, state_totals, tasks_page};
 pub use tenantplane_api_types::rollouts::{
@@ -53,4 +55,3 @@ pub struct RolloutRow {
     pub updated_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
 }
-

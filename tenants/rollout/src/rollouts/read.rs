@@ -124,7 +124,6 @@ pub fn list(db: &ControlDb, state: Option<&str>, limit: i64) -> Result<Vec<Rollo
     rows.into_iter().map(|r| view(&mut conn, r)).collect()
 }
 
-
 /// The columns of a task as `tasks_page` reads them, in `TaskView`'s order.
 type TaskRow = (
     i64,

@@ -131,4 +131,3 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         waves,
     })
 }
-

@@ -34,7 +34,6 @@ pub fn wave_sizes(specs: &[WaveSpec], total: usize) -> Vec<Wave> {
     waves
 }
 
-
 /// The wave of the tenant at `position` of the wave order.
 pub fn wave_of(waves: &[Wave], position: usize) -> i32 {
     let mut end = 0usize;
@@ -69,9 +68,7 @@ pub fn budget_spent(budget: &FailureBudget, p: &Progress) -> Option<String> {
     if p.failed <= 0 {
         return None;
     }
-    let over_count = budget
-        .max_failed
-        .is_some_and(|m| p.failed > i64::from(m));
+    let over_count = budget.max_failed.is_some_and(|m| p.failed > i64::from(m));
     let over_percent = budget.max_failed_percent.is_some_and(|pct| {
         (p.finished >= 10.min(p.eligible) || p.wave_done)
             && p.failed * 100 > i64::from(pct) * p.finished
