@@ -195,4 +195,24 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_features,
     feature_overrides,
     change_counter,
+    jobs,
 );
+
+diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        dedup_key -> Nullable<Text>,
+        state -> Text,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        run_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
