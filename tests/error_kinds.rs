@@ -14,7 +14,9 @@ use tenantplane_migrations::catalogue;
 use crate::common::TestPg;
 
 fn head() -> String {
-    catalogue::head().expect("the catalogue has versions").to_string()
+    catalogue::head()
+        .expect("the catalogue has versions")
+        .to_string()
 }
 
 fn phase0() -> String {
@@ -107,7 +109,9 @@ fn a_connection_lost_mid_migration_is_transient_and_keeps_nothing() {
         .expect("lock");
     let run = {
         let location = location.clone();
-        std::thread::spawn(move || tenant_run::run(&location, &opts(&head(), Duration::from_secs(60))))
+        std::thread::spawn(move || {
+            tenant_run::run(&location, &opts(&head(), Duration::from_secs(60)))
+        })
     };
     #[derive(QueryableByName)]
     struct Pid {
@@ -119,12 +123,16 @@ fn a_connection_lost_mid_migration_is_transient_and_keeps_nothing() {
         pg.name
     );
     let mut admin = pg.connect_admin();
-    let waiting = crate::common::wait_for("the run to wait on the lock", Duration::from_secs(30), || {
-        diesel::sql_query(&sql)
-            .load::<Pid>(&mut admin)
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-    });
+    let waiting = crate::common::wait_for(
+        "the run to wait on the lock",
+        Duration::from_secs(30),
+        || {
+            diesel::sql_query(&sql)
+                .load::<Pid>(&mut admin)
+                .ok()
+                .and_then(|rows| rows.into_iter().next())
+        },
+    );
     admin
         .batch_execute(&format!("SELECT pg_terminate_backend({})", waiting.pid))
         .expect("terminate");
@@ -136,7 +144,11 @@ fn a_connection_lost_mid_migration_is_transient_and_keeps_nothing() {
     // Nothing of the run was kept: the tenant is where it started.
     assert!(outcome.applied.is_empty(), "{:?}", outcome.applied);
     assert_eq!(outcome.reached, Some(phase0()));
-    let applied = location.connect().expect("reconnect").applied_versions().expect("versions");
+    let applied = location
+        .connect()
+        .expect("reconnect")
+        .applied_versions()
+        .expect("versions");
     assert_eq!(applied.last(), Some(&phase0()));
 }
 
@@ -168,7 +180,10 @@ fn another_runs_lock_is_transient() {
     let o = opts(&head(), Duration::from_secs(30));
     let mut other = pg.connect();
     other
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({});", o.lock_key))
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({});",
+            o.lock_key
+        ))
         .expect("lock");
     let outcome = tenant_run::run(&location, &o);
     other.batch_execute("ROLLBACK").expect("unlock");

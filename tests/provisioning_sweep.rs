@@ -1,6 +1,6 @@
 //! A process killed while provisioning leaves a `provisioning` row and maybe a
 //! database; the sweeper removes both once they are older than the grace time.
-
+//! Workers run the sweep as a durable job, once per period across all of them.
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
@@ -81,4 +81,89 @@ fn sweeper_removes_abandoned_provisioning() {
         sweep_abandoned(&db, registry::PROVISIONING_GRACE).expect("sweep"),
         0
     );
+}
+
+#[test]
+fn workers_run_the_sweep_as_a_job_once_per_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = crate::common::sqlite_control_db(dir.path());
+    let mut conn = db.conn().expect("conn");
+    let server: DatabaseServer = database_servers::table
+        .select(DatabaseServer::as_select())
+        .first(&mut conn)
+        .expect("server");
+    let id = Uuid::new_v4();
+    let when = Utc::now().naive_utc() - Duration::hours(1);
+    diesel::insert_into(tenants::table)
+        .values((
+            tenants::id.eq(id.to_string()),
+            tenants::slug.eq("crashed"),
+            tenants::name.eq("Crashed"),
+            tenants::status.eq("provisioning"),
+            tenants::server_id.eq(&server.id),
+            tenants::created_at.eq(when),
+            tenants::updated_at.eq(when),
+        ))
+        .execute(&mut conn)
+        .expect("insert");
+    let location = TenantDbLocation::new(&server, &id);
+    location.create().expect("create the half-made database");
+
+    // Two worker processes' worth of workers on one control DB (separate
+    // pools, separate ids), sweeping every second (the maintenance thread
+    // wakes every third of the lease).
+    let config = tenantplane_worker::WorkerConfig {
+        threads: 1,
+        lease: std::time::Duration::from_millis(1500),
+        sweep_every: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let second = tenantplane_control_db::ControlDb::open(&format!(
+        "sqlite://{}",
+        dir.path().join("control.db").display()
+    ))
+    .expect("second pool");
+    let a = tenantplane_worker::start(db.clone(), config.clone()).expect("worker a");
+    let b = tenantplane_worker::start(second, config).expect("worker b");
+    crate::common::wait_for(
+        "the sweep job to remove the row",
+        std::time::Duration::from_secs(30),
+        || {
+            let left: i64 = tenants::table
+                .filter(tenants::id.eq(id.to_string()))
+                .count()
+                .get_result(&mut conn)
+                .ok()?;
+            (left == 0).then_some(())
+        },
+    );
+    // Let a few more periods pass with both workers queueing.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    a.stop();
+    b.stop();
+    assert_eq!(location.exists().ok(), Some(false), "its database is gone");
+    let runs = tenantplane_jobs::list(
+        &db,
+        &tenantplane_jobs::JobFilter {
+            kind: Some("sweep.provisioning".into()),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .expect("jobs");
+    let succeeded: Vec<_> = runs
+        .iter()
+        .filter(|j| j.state == tenantplane_control_db::states::JobState::Succeeded)
+        .collect();
+    assert!(succeeded.len() >= 2, "a sweep ran in each period: {runs:?}");
+    let mut periods: Vec<_> = runs.iter().map(|j| j.dedup_key.clone()).collect();
+    let all = periods.len();
+    periods.sort();
+    periods.dedup();
+    assert_eq!(
+        periods.len(),
+        all,
+        "one job per period, whichever worker queued it: {runs:?}"
+    );
+    assert!(runs.iter().all(|j| j.attempts <= 1), "{runs:?}");
 }

@@ -3,13 +3,16 @@
 //! - Executor threads claim rollout tasks (leases), migrate one tenant each
 //!   (`tenant_run`), and record the outcome.
 //! - A maintenance thread extends the leases of running tasks, moves rollouts
-//!   through their waves, and sweeps tenants left `provisioning` by a crash.
+//!   through their waves, and keeps the periodic housekeeping queued.
+//! - A job runner (`tenantplane_jobs`) runs durable jobs: the provisioning
+//!   and trial sweeps and the pruning of old jobs today (`jobs.rs`).
 //!
 //! Any number of worker processes may share a PostgreSQL control database: a
 //! task belongs to whoever holds its lease, and a killed worker's leases
 //! expire so others take its tasks over.
 
 mod executor;
+pub mod jobs;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use tenantplane_control_db::error::report;
 use tenantplane_control_db::ControlDb;
-use tenantplane_flags::plans;
-use tenantplane_fleet::registry::{sweep_abandoned, PROVISIONING_GRACE};
+use tenantplane_jobs::{Runner, RunnerConfig};
 use tenantplane_rollout::{rollouts, tasks};
 
 /// How a worker process runs.
@@ -34,8 +36,10 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// SQLite: how long to wait for a tenant's lock before retrying later.
     pub lock_wait: Duration,
-    /// How often the provisioning and trial sweeps run.
+    /// How often the provisioning and trial sweeps run (across all workers).
     pub sweep_every: Duration,
+    /// Threads running durable jobs (sweeps; later backups, e-mails…).
+    pub job_threads: usize,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +59,7 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(200),
             lock_wait: Duration::from_millis(1000),
             sweep_every: Duration::from_secs(30),
+            job_threads: 2,
         }
     }
 }
@@ -63,12 +68,14 @@ impl Default for WorkerConfig {
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    jobs: Runner,
     pub id: String,
 }
 
 impl WorkerHandle {
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.jobs.stop();
         for t in self.threads {
             if t.join().is_err() {
                 tracing::error!("a worker thread panicked");
@@ -130,17 +137,31 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
                 .spawn(move || executor::run(&s))?,
         );
     }
+    let jobs = Runner::start(
+        shared.db.clone(),
+        jobs::registry(),
+        RunnerConfig {
+            threads: config.job_threads.max(1),
+            lease: config.lease,
+            ..RunnerConfig::new(id.clone())
+        },
+    )?;
     let s = shared.clone();
     threads.push(
         std::thread::Builder::new()
             .name("maintenance".into())
             .spawn(move || maintenance(&s))?,
     );
-    tracing::info!(worker = %id, threads = config.threads, "worker started");
-    Ok(WorkerHandle { stop, threads, id })
+    tracing::info!(worker = %id, threads = config.threads, job_threads = config.job_threads, "worker started");
+    Ok(WorkerHandle {
+        stop,
+        threads,
+        jobs,
+        id,
+    })
 }
 
-/// Heartbeats, wave advancement, the provisioning sweep.
+/// Heartbeats, wave advancement, queueing the housekeeping jobs.
 fn maintenance(s: &Shared) {
     let beat = (s.config.lease / 3).max(Duration::from_millis(100));
     let mut last_sweep: Option<Instant> = None;
@@ -161,15 +182,8 @@ fn maintenance(s: &Shared) {
             last_advance = Instant::now();
         }
         if last_sweep.is_none_or(|t| t.elapsed() >= s.config.sweep_every) {
-            match sweep_abandoned(&s.db, PROVISIONING_GRACE) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "provisioning sweep done"),
-                Err(e) => tracing::warn!(error = %report(&e), "provisioning sweep failed"),
-            }
-            match plans::sweep_expired_trials(&s.db) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(moved = n, "expired trials moved to their fallback plans"),
-                Err(e) => tracing::warn!(error = %report(&e), "trial sweep failed"),
+            if let Err(e) = jobs::enqueue_housekeeping(&s.db, s.config.sweep_every) {
+                tracing::warn!(error = %report(&e), "queueing the housekeeping jobs failed");
             }
             last_sweep = Some(Instant::now());
         }

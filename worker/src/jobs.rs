@@ -1,0 +1,145 @@
+//! The worker's durable jobs: which kinds this process runs, and the
+//! periodic housekeeping it keeps queued.
+//!
+//! Periodic jobs are enqueued for the next boundary of their period with the
+//! boundary as dedup key, by every worker process: the first enqueue wins,
+//! the others are no-ops while it waits, so the fleet of workers runs each
+//! sweep once per period, on whichever worker claims it, with retries and a
+//! visible record in `jobs`.
+
+use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantplane_control_db::{write_tx, ControlDb, Result};
+use tenantplane_flags::plans;
+use tenantplane_fleet::registry::{sweep_abandoned, PROVISIONING_GRACE};
+use tenantplane_jobs::{enqueue_at, prune_succeeded, Job, JobContext, JobError, Registry};
+
+/// How long finished jobs stay visible before the prune removes them.
+const KEEP_SUCCEEDED_DAYS: i64 = 7;
+
+/// Every kind this worker runs.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register::<ProvisioningSweep>()
+        .register::<TrialSweep>()
+        .register::<PruneJobs>();
+    r
+}
+
+/// Drops the database and row of tenants left `provisioning` by a crash.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProvisioningSweep {
+    /// The period boundary this run belongs to (its dedup key).
+    pub due: NaiveDateTime,
+}
+
+impl Job for ProvisioningSweep {
+    const KIND: &'static str = "sweep.provisioning";
+
+    fn dedup_key(&self) -> Option<String> {
+        Some(self.due.to_string())
+    }
+
+    fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let n = sweep_abandoned(ctx.db(), PROVISIONING_GRACE)?;
+        if n > 0 {
+            tracing::info!(removed = n, "provisioning sweep done");
+        }
+        Ok(())
+    }
+}
+
+/// Moves tenants whose trial ended to their plan's fallback.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrialSweep {
+    pub due: NaiveDateTime,
+}
+
+impl Job for TrialSweep {
+    const KIND: &'static str = "sweep.trials";
+
+    fn dedup_key(&self) -> Option<String> {
+        Some(self.due.to_string())
+    }
+
+    fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let n = plans::sweep_expired_trials(ctx.db())?;
+        if n > 0 {
+            tracing::info!(moved = n, "expired trials moved to their fallback plans");
+        }
+        Ok(())
+    }
+}
+
+/// Removes succeeded jobs older than a week (dead ones stay until an
+/// operator retries or they are looked at).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PruneJobs {
+    pub due: NaiveDateTime,
+}
+
+impl Job for PruneJobs {
+    const KIND: &'static str = "jobs.prune";
+
+    fn dedup_key(&self) -> Option<String> {
+        Some(self.due.to_string())
+    }
+
+    fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_SUCCEEDED_DAYS);
+        let n = prune_succeeded(ctx.db(), before)?;
+        if n > 0 {
+            tracing::info!(removed = n, "old succeeded jobs pruned");
+        }
+        Ok(())
+    }
+}
+
+/// The first multiple of `period` after `now` (since the epoch), so every
+/// worker computes the same boundary and its enqueue dedups against theirs.
+pub fn next_boundary(now: NaiveDateTime, period: std::time::Duration) -> NaiveDateTime {
+    let period_ms = (period.as_millis() as i64).max(1);
+    let now_ms = now.and_utc().timestamp_millis();
+    let next_ms = (now_ms / period_ms + 1) * period_ms;
+    chrono::DateTime::from_timestamp_millis(next_ms)
+        .map(|t| t.naive_utc())
+        .unwrap_or(now)
+}
+
+/// Queues the housekeeping for the next period boundary (a no-op when
+/// another worker already did).
+pub fn enqueue_housekeeping(db: &ControlDb, period: std::time::Duration) -> Result<()> {
+    let due = next_boundary(Utc::now().naive_utc(), period);
+    // Pruning needs no 30-second cadence: once an hour is plenty.
+    let hourly = next_boundary(Utc::now().naive_utc(), std::time::Duration::from_secs(3600));
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        enqueue_at(conn, &ProvisioningSweep { due }, due)?;
+        enqueue_at(conn, &TrialSweep { due }, due)?;
+        enqueue_at(conn, &PruneJobs { due: hourly }, hourly)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").expect("time")
+    }
+
+    #[test]
+    fn boundaries_are_shared_and_in_the_future() {
+        let period = std::time::Duration::from_secs(30);
+        let a = next_boundary(at("2026-11-29 15:00:01.000"), period);
+        let b = next_boundary(at("2026-11-29 15:00:29.999"), period);
+        assert_eq!(a, at("2026-11-29 15:00:30.000"));
+        assert_eq!(a, b, "two workers in one period agree on the job");
+        // Exactly on a boundary: the next one, never the present.
+        assert_eq!(
+            next_boundary(at("2026-11-29 15:00:30.000"), period),
+            at("2026-11-29 15:01:00.000")
+        );
+    }
+}
