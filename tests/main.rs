@@ -18,4 +18,5 @@ mod provisioning_failures;
 mod provisioning_sweep;
 mod rollout_creation;
 mod rollouts;
+mod schedules;
 mod tenants_lifecycle;

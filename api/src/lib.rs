@@ -89,7 +89,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::features::clear_override)
     .service(routes::features::issue_key)
     .service(routes::features::revoke_key)
-    .service(routes::audit::list);
+    .service(routes::audit::list)
+    .service(routes::schedules::list)
+    .service(routes::schedules::create)
+    .service(routes::schedules::get)
+    .service(routes::schedules::update)
+    .service(routes::schedules::remove)
+    .service(routes::schedules::runs);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

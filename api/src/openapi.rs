@@ -58,6 +58,12 @@ impl Modify for BearerAuth {
         routes::tenant::preview,
         routes::tenant::change_plan,
         routes::audit::list,
+        routes::schedules::list,
+        routes::schedules::create,
+        routes::schedules::get,
+        routes::schedules::update,
+        routes::schedules::remove,
+        routes::schedules::runs,
     ),
     modifiers(&BearerAuth)
 )]

@@ -29,15 +29,18 @@ pub fn registry() -> Registry {
 /// Drops the database and row of tenants left `provisioning` by a crash.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProvisioningSweep {
-    /// The period boundary this run belongs to (its dedup key).
-    pub due: NaiveDateTime,
+    /// The period boundary this run belongs to (its dedup key); absent when
+    /// a schedule started it (its payload is a `schedules::Fire`, whose
+    /// fields this job does not need, and the schedule sets the key).
+    #[serde(default)]
+    pub due: Option<NaiveDateTime>,
 }
 
 impl Job for ProvisioningSweep {
     const KIND: &'static str = "sweep.provisioning";
 
     fn dedup_key(&self) -> Option<String> {
-        Some(self.due.to_string())
+        self.due.map(|d| d.to_string())
     }
 
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
@@ -52,14 +55,16 @@ impl Job for ProvisioningSweep {
 /// Moves tenants whose trial ended to their plan's fallback.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TrialSweep {
-    pub due: NaiveDateTime,
+    /// As for [`ProvisioningSweep`].
+    #[serde(default)]
+    pub due: Option<NaiveDateTime>,
 }
 
 impl Job for TrialSweep {
     const KIND: &'static str = "sweep.trials";
 
     fn dedup_key(&self) -> Option<String> {
-        Some(self.due.to_string())
+        self.due.map(|d| d.to_string())
     }
 
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
@@ -75,14 +80,14 @@ impl Job for TrialSweep {
 /// operator retries or they are looked at).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PruneJobs {
-    pub due: NaiveDateTime,
+    pub due: Option<NaiveDateTime>,
 }
 
 impl Job for PruneJobs {
     const KIND: &'static str = "jobs.prune";
 
     fn dedup_key(&self) -> Option<String> {
-        Some(self.due.to_string())
+        self.due.map(|d| d.to_string())
     }
 
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
@@ -114,9 +119,9 @@ pub fn enqueue_housekeeping(db: &ControlDb, period: std::time::Duration) -> Resu
     let hourly = next_boundary(Utc::now().naive_utc(), std::time::Duration::from_secs(3600));
     let mut conn = db.conn()?;
     write_tx(&mut conn, None, |conn| {
-        enqueue_at(conn, &ProvisioningSweep { due }, due)?;
-        enqueue_at(conn, &TrialSweep { due }, due)?;
-        enqueue_at(conn, &PruneJobs { due: hourly }, hourly)?;
+        enqueue_at(conn, &ProvisioningSweep { due: Some(due) }, due)?;
+        enqueue_at(conn, &TrialSweep { due: Some(due) }, due)?;
+        enqueue_at(conn, &PruneJobs { due: Some(hourly) }, hourly)?;
         Ok(())
     })
 }
@@ -127,6 +132,19 @@ mod tests {
 
     fn at(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").expect("time")
+    }
+
+    #[test]
+    fn sweeps_accept_a_schedule_fire_as_payload() {
+        let fire = serde_json::json!({
+            "schedule": "sweeps", "run_id": 7, "fire_at": "2026-11-29T15:00:00",
+            "selector": null, "params": null
+        });
+        let job: ProvisioningSweep = serde_json::from_value(fire.clone()).expect("parses");
+        assert_eq!(job.due, None);
+        assert_eq!(job.dedup_key(), None);
+        let job: TrialSweep = serde_json::from_value(fire).expect("parses");
+        assert_eq!(job.due, None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   through their waves, and keeps the periodic housekeeping queued.
 //! - A job runner (`tenantplane_jobs`) runs durable jobs: the provisioning
 //!   and trial sweeps and the pruning of old jobs today (`jobs.rs`).
+//! - A scheduler thread fires the cron schedules (`tenantplane_jobs::schedules`).
 //!
 //! Any number of worker processes may share a PostgreSQL control database: a
 //! task belongs to whoever holds its lease, and a killed worker's leases
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tenantplane_control_db::error::report;
 use tenantplane_control_db::ControlDb;
+use tenantplane_jobs::schedules::Scheduler;
 use tenantplane_jobs::{Runner, RunnerConfig};
 use tenantplane_rollout::{rollouts, tasks};
 
@@ -69,12 +71,14 @@ pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     jobs: Runner,
+    scheduler: Scheduler,
     pub id: String,
 }
 
 impl WorkerHandle {
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.scheduler.stop();
         self.jobs.stop();
         for t in self.threads {
             if t.join().is_err() {
@@ -146,6 +150,9 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
             ..RunnerConfig::new(id.clone())
         },
     )?;
+    // Fires cron schedules (each fire time once, whichever process decides
+    // it first) and creates the default schedules on first start.
+    let scheduler = Scheduler::start(shared.db.clone())?;
     let s = shared.clone();
     threads.push(
         std::thread::Builder::new()
@@ -157,6 +164,7 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         stop,
         threads,
         jobs,
+        scheduler,
         id,
     })
 }

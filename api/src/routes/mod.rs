@@ -4,6 +4,7 @@ pub mod health;
 pub mod metrics;
 pub mod plans;
 pub mod rollouts;
+pub mod schedules;
 pub mod servers;
 pub mod tenant;
 pub mod tenants;

@@ -11,6 +11,7 @@ pub mod features;
 pub mod flags;
 pub mod plans;
 pub mod rollouts;
+pub mod schedules;
 pub mod servers;
 pub mod tenants;
 pub mod time;

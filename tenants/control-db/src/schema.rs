@@ -196,6 +196,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     feature_overrides,
     change_counter,
     jobs,
+    backups,
+    schedules,
+    schedule_runs,
 );
 
 diesel::table! {
@@ -216,3 +219,59 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    backups (id) {
+        id -> Text,
+        tenant_id -> Text,
+        server_kind -> Text,
+        state -> Text,
+        reason -> Text,
+        schema_version -> Nullable<Text>,
+        artifact -> Text,
+        size_bytes -> Nullable<BigInt>,
+        sha256 -> Nullable<Text>,
+        manifest -> Nullable<Text>,
+        pinned -> Bool,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+        verified_at -> Nullable<Timestamp>,
+        verify_error -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(backups -> tenants (tenant_id));
+
+diesel::table! {
+    schedules (id) {
+        id -> BigInt,
+        name -> Text,
+        cron -> Text,
+        timezone -> Text,
+        job -> Text,
+        selector -> Nullable<Text>,
+        params -> Nullable<Text>,
+        enabled -> Bool,
+        missed -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_fired_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    schedule_runs (id) {
+        id -> BigInt,
+        schedule_id -> BigInt,
+        fire_at -> Timestamp,
+        state -> Text,
+        job_id -> Nullable<BigInt>,
+        decided_at -> Timestamp,
+        note -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(schedule_runs -> schedules (schedule_id));
+diesel::joinable!(schedule_runs -> jobs (job_id));

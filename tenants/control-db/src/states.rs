@@ -96,6 +96,44 @@ states! {
     }
 }
 
+states! {
+    /// A tenant backup (`backups` table): `completed` once its artifact is
+    /// durably in the store, `verified` once a restore of it into a scratch
+    /// database matched its manifest, `failed` when taking or verifying it
+    /// failed (or it was interrupted).
+    BackupState {
+        Pending => "pending",
+        Running => "running",
+        Completed => "completed",
+        Verified => "verified",
+        Failed => "failed",
+    }
+}
+
+states! {
+    /// What became of one fire time of a schedule (`schedule_runs` table):
+    /// `started` (its job was queued in the same transaction as the row),
+    /// `missed` (not run: it passed while no scheduler ran, or a newer fire
+    /// time was due too), `skipped_overlap` (not run: the schedule's previous
+    /// job was still pending or running).
+    ScheduleRunState {
+        Started => "started",
+        Missed => "missed",
+        SkippedOverlap => "skipped_overlap",
+    }
+}
+
+states! {
+    /// What a schedule does with fire times that passed while no scheduler
+    /// ran (`schedules.missed`): `skip` runs only a fire time at most a
+    /// minute late, `run_once` runs the newest due fire time however late;
+    /// with both, every older due fire time is recorded `missed`.
+    MissedPolicy {
+        Skip => "skip",
+        RunOnce => "run_once",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

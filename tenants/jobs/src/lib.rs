@@ -6,13 +6,15 @@
 //! its own transaction ([`enqueue`]); a [`Runner`] in any worker process
 //! claims due jobs of the kinds its [`Registry`] knows, runs them, and
 //! records the outcome; transient failures back off with jitter until the
-//! job's attempts are spent.
+//! job's attempts are spent. [`schedules`] starts jobs from cron
+//! expressions, each fire time exactly once however many processes run it.
 
 pub mod backoff;
 mod job;
 pub mod queue;
 mod registry;
 mod runner;
+pub mod schedules;
 
 pub use job::{BackoffPolicy, BoxError, Job, JobContext, JobError};
 pub use queue::{

@@ -81,16 +81,36 @@ pub fn enqueue_at<J: Job>(
     let payload = serde_json::to_string(job)
         .map_err(|e| Error::invalid(format!("job {}: payload is not JSON: {e}", J::KIND)))?;
     let key = job.dedup_key();
+    enqueue_raw(
+        conn,
+        J::KIND,
+        &payload,
+        key.as_deref(),
+        J::MAX_ATTEMPTS,
+        run_at,
+    )
+}
+
+/// [`enqueue_at`] for a kind named at run time (a schedule's job) with its
+/// payload already JSON.
+pub(crate) fn enqueue_raw(
+    conn: &mut ControlConnection,
+    kind: &str,
+    payload: &str,
+    key: Option<&str>,
+    max_attempts: i32,
+    run_at: NaiveDateTime,
+) -> Result<Enqueued> {
     // PostgreSQL keeps microseconds: store the same instant on both backends.
     let run_at = run_at.trunc_subsecs(6);
     let now = Utc::now().naive_utc();
     let row = NewJob {
-        kind: J::KIND,
-        payload: &payload,
-        dedup_key: key.as_deref(),
+        kind,
+        payload,
+        dedup_key: key,
         state: JobState::Pending.as_str(),
         attempts: 0,
-        max_attempts: J::MAX_ATTEMPTS.max(1),
+        max_attempts: max_attempts.max(1),
         run_at,
         created_at: now,
         updated_at: now,
@@ -107,35 +127,29 @@ pub fn enqueue_at<J: Job>(
             ControlConnection::Sqlite(c) => insert.get_result(c).optional()?,
         };
         if let Some(id) = inserted {
-            tracing::debug!(job_id = id, kind = J::KIND, %run_at, "job queued");
+            tracing::debug!(job_id = id, kind, %run_at, "job queued");
             return Ok(Enqueued::New(id));
         }
-        let Some(key) = key.as_deref() else {
+        let Some(key) = key else {
             return Err(Error::control(
-                format!("queueing a {} job", J::KIND),
+                format!("queueing a {kind} job"),
                 DbError::State("the insert wrote no row and no dedup key explains it".into()),
             ));
         };
         let open: Option<i64> = jobs::table
-            .filter(jobs::kind.eq(J::KIND))
+            .filter(jobs::kind.eq(kind))
             .filter(jobs::dedup_key.eq(key))
             .filter(jobs::state.eq_any(OPEN))
             .select(jobs::id)
             .first(conn)
             .optional()?;
         if let Some(id) = open {
-            tracing::debug!(
-                job_id = id,
-                kind = J::KIND,
-                dedup_key = key,
-                "job already queued"
-            );
+            tracing::debug!(job_id = id, kind, dedup_key = key, "job already queued");
             return Ok(Enqueued::Existing(id));
         }
     }
     Err(Error::Conflict(format!(
-        "job {} with dedup key {key:?}: the open job kept changing; try again",
-        J::KIND
+        "job {kind} with dedup key {key:?}: the open job kept changing; try again"
     )))
 }
 
