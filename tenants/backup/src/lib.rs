@@ -1,0 +1,41 @@
+//! Tenant backups: consistent snapshots of one tenant's database while it
+//! keeps writing, compressed and stored with a manifest in an artifact store;
+//! verification by restoring into a scratch database; restores in place and
+//! as a new tenant; the jobs that run them.
+//!
+//! Modules (edges = `use crate::…`, one way):
+//!
+//! - [`store`]: the [`ArtifactStore`] trait and the `file://` store;
+//! - [`manifest`]: the manifest, server kinds, row hashing;
+//! - `sqlite`, `postgres`: snapshot, load and measure per backend (→ manifest);
+//! - [`rows`]: the `backups` rows: reads, pin, delete (→ manifest, store);
+//! - [`backup`]: taking a backup, the sweep (→ rows, store, sqlite, postgres);
+//! - [`verify`]: checking a backup (→ backup, rows, sqlite, postgres);
+//! - [`restore`]: in place or as a new tenant (→ backup, verify, rows);
+//! - [`jobs`]: the job kinds and the scheduled fan-outs (→ backup, verify,
+//!   rows).
+//!
+//! Every function is blocking (diesel, libpq, SQLite, files); the API runs
+//! them on a blocking thread, the worker in its job threads.
+
+pub mod backup;
+pub mod jobs;
+pub mod manifest;
+mod postgres;
+pub mod restore;
+pub mod rows;
+mod sqlite;
+pub mod store;
+pub mod verify;
+
+pub use backup::{create, create_by, sweep, SweepReport, RUNNING_GRACE};
+pub use manifest::{Manifest, ServerKind};
+pub use restore::{restore_in_place, restore_new_tenant, Restored};
+pub use rows::{
+    delete, get, list, pin, set_pinned, unpin, Backup, BackupFilter, BackupPage, Reason,
+};
+pub use store::{ArtifactStore, FileStore, StoreError};
+pub use verify::verify;
+
+#[cfg(test)]
+mod tests;
