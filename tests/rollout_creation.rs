@@ -2,7 +2,6 @@
 //! skipped tenants must come out the same across page boundaries, on both
 //! control-database backends.
 
-
 use chrono::Utc;
 use diesel::prelude::*;
 use tenantplane_control_db::schema::{database_servers, tasks, tenants};
@@ -139,7 +138,7 @@ fn check(db: &ControlDb) {
     // Only tenants that match count: a selector matching none is refused.
     let nobody = RolloutRequest {
         selector: Selector {
-            plans: Some(vec!["no-such-plan".into()]),
+            labels: Some([("nobody".to_string(), "here".to_string())].into()),
             ..Selector::default()
         },
         waves: Some(vec![WaveSpec {
@@ -168,4 +167,44 @@ fn creation_pages_through_the_selection_on_postgres() {
     let dir = tempfile::tempdir().expect("dir");
     servers::ensure_default(&db, dir.path()).expect("default server");
     check(&db);
+}
+
+/// Selectors name plans by slug; tenants store the plan's id.
+#[test]
+fn a_plan_selector_selects_the_tenants_on_that_plan() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = crate::common::sqlite_control_db(dir.path());
+    tenantplane_flags::plans::ensure_defaults(&db).expect("plans");
+    let actor = Actor::system("test");
+    for (slug, plan) in [("p-one", "pro"), ("p-two", "pro"), ("f-one", "free")] {
+        tenantplane_fleet::registry::create(
+            &db,
+            &actor,
+            tenantplane_fleet::registry::NewTenant {
+                slug: slug.into(),
+                name: slug.into(),
+                plan: Some(plan.into()),
+                labels: Default::default(),
+                contact_email: None,
+                server: None,
+                schema: Some("none".into()),
+            },
+        )
+        .expect("tenant");
+    }
+    let plan_of = |plans: serde_json::Value| {
+        let req: RolloutRequest = serde_json::from_value(serde_json::json!({
+            "target": "head", "selector": {"plans": plans}, "dry_run": true,
+        }))
+        .expect("request");
+        rollouts::create(&db, &actor, req)
+    };
+    let Ok(Created::Plan(plan)) = plan_of(serde_json::json!(["pro"])) else {
+        panic!("a dry run plans")
+    };
+    let mut slugs: Vec<_> = plan.tasks.iter().map(|t| t.slug.clone()).collect();
+    slugs.sort();
+    assert_eq!(slugs, vec!["p-one", "p-two"]);
+    let err = plan_of(serde_json::json!(["gold"])).err().expect("refused");
+    assert!(err.to_string().contains("unknown plans"), "{err}");
 }

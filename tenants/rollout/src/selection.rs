@@ -12,7 +12,7 @@ use uuid::Uuid;
 use tenantplane_api_types::rollouts::Selector;
 use tenantplane_control_db::db::{ControlBackend, ControlConnection};
 use tenantplane_control_db::error::{DbError, Error, Result};
-use tenantplane_control_db::schema::tenants;
+use tenantplane_control_db::schema::{plans, tenants};
 use tenantplane_control_db::states::TenantStatus;
 use tenantplane_fleet::registry::with_labels;
 use tenantplane_fleet::servers;
@@ -24,6 +24,7 @@ pub(crate) const PAGE: usize = 500;
 /// built without going back to the servers and tenants tables.
 pub(crate) struct Resolved {
     tenant_ids: Option<Vec<String>>,
+    /// Plan ids (the selector names slugs).
     plans: Option<Vec<String>>,
     labels: BTreeMap<String, String>,
     server_ids: Option<Vec<String>>,
@@ -74,9 +75,29 @@ impl Resolved {
                 Some(ids)
             }
         };
+        // Selectors name plans by slug; tenants refer to them by id.
+        let plans = match &s.plans {
+            None => None,
+            Some(wanted) => {
+                let found: Vec<(String, String)> = plans::table
+                    .filter(plans::slug.eq_any(wanted))
+                    .select((plans::id, plans::slug))
+                    .load(conn)?;
+                let unknown: Vec<&String> = wanted
+                    .iter()
+                    .filter(|w| !found.iter().any(|(_, slug)| slug == *w))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "unknown plans in selector: {unknown:?}"
+                    )));
+                }
+                Some(found.into_iter().map(|(id, _)| id).collect())
+            }
+        };
         Ok(Resolved {
             tenant_ids,
-            plans: s.plans.clone(),
+            plans,
             labels: s.labels.clone().unwrap_or_default(),
             server_ids,
         })
