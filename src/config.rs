@@ -19,6 +19,7 @@ struct FileConfig {
     log_format: Option<String>,
     worker_threads: Option<usize>,
     worker_lease_s: Option<u64>,
+    backup_store: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Seconds a claimed task stays with a worker that stopped heartbeating.
     pub worker_lease_s: u64,
+    /// Where backup artifacts go: `file:///dir` (default
+    /// `<data dir>/backups`). Shown redacted.
+    pub backup_store: String,
 }
 
 impl fmt::Debug for Config {
@@ -57,6 +61,10 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("worker_threads", &self.worker_threads)
             .field("worker_lease_s", &self.worker_lease_s)
+            .field(
+                "backup_store",
+                &tenantplane_fleet::urls::redact_url(&self.backup_store),
+            )
             .finish()
     }
 }
@@ -125,6 +133,9 @@ impl Config {
                 None
             };
         let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
+        let backup_store = env("TENANTPLANE_BACKUP_STORE")
+            .or(file.backup_store)
+            .unwrap_or_else(|| tenantplane_backup::store::default_url(&data_dir));
         Ok(Config {
             data_dir,
             control_db,
@@ -133,6 +144,7 @@ impl Config {
             log_format,
             worker_threads,
             worker_lease_s,
+            backup_store,
         })
     }
 }

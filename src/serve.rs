@@ -45,6 +45,7 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
             wc.threads = n;
         }
         wc.lease = std::time::Duration::from_secs(config.worker_lease_s);
+        wc.backup_store = Some(config.backup_store.clone());
         Some(tenantplane_worker::start(db.clone(), wc)?)
     } else {
         None

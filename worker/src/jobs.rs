@@ -22,7 +22,9 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<ProvisioningSweep>()
         .register::<TrialSweep>()
-        .register::<PruneJobs>();
+        .register::<PruneJobs>()
+        .register::<BackupSweep>();
+    tenantplane_backup::jobs::register(&mut r);
     r
 }
 
@@ -100,6 +102,33 @@ impl Job for PruneJobs {
     }
 }
 
+/// Marks backups interrupted by a crash `failed` and removes artifacts no
+/// backup row references (`tenantplane_backup::sweep`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupSweep {
+    #[serde(default)]
+    pub due: Option<NaiveDateTime>,
+}
+
+impl Job for BackupSweep {
+    const KIND: &'static str = "sweep.backups";
+
+    fn dedup_key(&self) -> Option<String> {
+        self.due.map(|d| d.to_string())
+    }
+
+    fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let Some(store) = tenantplane_backup::jobs::installed_store() else {
+            // No store in this worker: nothing of ours to sweep.
+            return Ok(());
+        };
+        let r =
+            tenantplane_backup::sweep(ctx.db(), store.as_ref(), tenantplane_backup::RUNNING_GRACE)?;
+        tracing::info!(report = ?r, "backup sweep done");
+        Ok(())
+    }
+}
+
 /// The first multiple of `period` after `now` (since the epoch), so every
 /// worker computes the same boundary and its enqueue dedups against theirs.
 pub fn next_boundary(now: NaiveDateTime, period: std::time::Duration) -> NaiveDateTime {
@@ -122,6 +151,7 @@ pub fn enqueue_housekeeping(db: &ControlDb, period: std::time::Duration) -> Resu
         enqueue_at(conn, &ProvisioningSweep { due: Some(due) }, due)?;
         enqueue_at(conn, &TrialSweep { due: Some(due) }, due)?;
         enqueue_at(conn, &PruneJobs { due: Some(hourly) }, hourly)?;
+        enqueue_at(conn, &BackupSweep { due: Some(hourly) }, hourly)?;
         Ok(())
     })
 }

@@ -40,8 +40,11 @@ pub struct WorkerConfig {
     pub lock_wait: Duration,
     /// How often the provisioning and trial sweeps run (across all workers).
     pub sweep_every: Duration,
-    /// Threads running durable jobs (sweeps; later backups, e-mails…).
+    /// Threads running durable jobs (sweeps, backups, verifications…).
     pub job_threads: usize,
+    /// Where backup jobs write (`file:///dir`); `None`: backup jobs of this
+    /// worker fail with a clear error instead of writing somewhere unasked.
+    pub backup_store: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             lock_wait: Duration::from_millis(1000),
             sweep_every: Duration::from_secs(30),
             job_threads: 2,
+            backup_store: None,
         }
     }
 }
@@ -118,6 +122,11 @@ impl Shared {
 
 /// Starts the worker threads.
 pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandle> {
+    if let Some(url) = &config.backup_store {
+        let store = tenantplane_backup::store::open(url)
+            .map_err(|e| std::io::Error::other(format!("backup store: {}", report(&e))))?;
+        tenantplane_backup::jobs::install_store(store);
+    }
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     let id = format!(
         "{host}-{}-{}",
