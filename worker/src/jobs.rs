@@ -78,8 +78,8 @@ impl Job for TrialSweep {
     }
 }
 
-/// Removes succeeded jobs older than a week (dead ones stay until an
-/// operator retries or they are looked at).
+/// Removes succeeded jobs and decided schedule runs older than a week
+/// (dead jobs stay until an operator retries or they are looked at).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PruneJobs {
     pub due: Option<NaiveDateTime>,
@@ -95,8 +95,13 @@ impl Job for PruneJobs {
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
         let before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_SUCCEEDED_DAYS);
         let n = prune_succeeded(ctx.db(), before)?;
-        if n > 0 {
-            tracing::info!(removed = n, "old succeeded jobs pruned");
+        let runs = tenantplane_jobs::schedules::prune_runs(ctx.db(), before)?;
+        if n + runs > 0 {
+            tracing::info!(
+                jobs = n,
+                schedule_runs = runs,
+                "old jobs and schedule runs pruned"
+            );
         }
         Ok(())
     }

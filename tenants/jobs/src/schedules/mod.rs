@@ -34,7 +34,7 @@ pub use tenantplane_api_types::schedules::{NewSchedule, Schedule, SchedulePatch,
 
 pub use self::fire::{tick, TickReport};
 pub use self::scheduler::{run_scheduler, Scheduler, SchedulerConfig};
-pub use self::store::{create, delete, ensure_defaults, get, list, list_runs, patch};
+pub use self::store::{create, delete, ensure_defaults, get, list, list_runs, patch, prune_runs};
 
 /// The payload of every job a schedule starts.
 ///

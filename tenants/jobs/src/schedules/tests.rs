@@ -76,6 +76,7 @@ on_both_backends!(
     defaults_are_created_once_ever,
     runs_view_shows_job_state_and_pages,
     the_scheduler_thread_ticks_and_stops,
+    pruning_keeps_the_newest_started_run,
 );
 
 fn op() -> Actor {
@@ -714,4 +715,27 @@ fn the_scheduler_thread_ticks_and_stops(t: &TestDb) {
     }
     scheduler.stop();
     assert_eq!(schedule_count(&db), 4, "the defaults were created");
+}
+
+fn pruning_keeps_the_newest_started_run(t: &TestDb) {
+    let db = t.open();
+    create(&db, &op(), new("often", "* * * * * *")).unwrap();
+    let t0 = base();
+    // Three started runs, one second apart (the jobs finish in between so
+    // none is skipped as an overlap).
+    for n in 0..3 {
+        set_last_fired(&db, "often", t0 + secs(n) - secs(1));
+        assert_eq!(tick(&db, t0 + secs(n)).unwrap().started, 1);
+        finish_jobs(&db);
+    }
+    assert_eq!(runs(&db, "often").len(), 3);
+    // Everything is "old"; the newest started run stays for the overlap
+    // check.
+    let removed = prune_runs(&db, Utc::now().naive_utc() + secs(60)).unwrap();
+    assert_eq!(removed, 2);
+    let left = runs(&db, "often");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, t0 + secs(2));
+    // Nothing is newer than the cut-off: nothing goes.
+    assert_eq!(prune_runs(&db, base() - secs(3600)).unwrap(), 0);
 }
