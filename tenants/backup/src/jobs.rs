@@ -57,6 +57,7 @@ pub fn register(r: &mut Registry) -> &mut Registry {
         .register::<VerifyJob>()
         .register::<ScheduledBackup>()
         .register::<ScheduledVerify>()
+        .register::<ScheduledRetention>()
 }
 
 /// Takes one backup of one tenant. At most one is queued per tenant.
@@ -155,6 +156,14 @@ impl Job for ScheduledVerify {
         Ok(())
     }
 }
+
+/// A retention schedule fired: deletes the selected tenants' backups (all
+/// tenants without a selector) that the policy in the fire's `params`
+/// (absent: the defaults) does not keep. Its [`Job`] impl is in
+/// [`crate::retention`], which imports this module (not the other way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScheduledRetention(pub Fire);
 
 /// The ids of the live (not deleted, not provisioning) tenants a selector
 /// picks; `None` or `{"all": true}` picks all. Names must exist (a typo

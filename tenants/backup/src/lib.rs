@@ -13,7 +13,10 @@
 //! - [`verify`]: checking a backup (→ backup, rows, sqlite, postgres);
 //! - [`restore`]: in place or as a new tenant (→ backup, verify, rows);
 //! - [`jobs`]: the job kinds and the scheduled fan-outs (→ backup, verify,
-//!   rows).
+//!   rows);
+//! - [`retention`]: the retention policy, the decision per tenant (a pure
+//!   function), applying it, the API's entry point, and the `retention`
+//!   job's run (→ jobs, rows, store).
 //!
 //! Every function is blocking (diesel, libpq, SQLite, files); the API runs
 //! them on a blocking thread, the worker in its job threads.
@@ -23,6 +26,7 @@ pub mod jobs;
 pub mod manifest;
 mod postgres;
 pub mod restore;
+pub mod retention;
 pub mod rows;
 mod sqlite;
 pub mod store;
@@ -31,6 +35,10 @@ pub mod verify;
 pub use backup::{create, create_by, sweep, SweepReport, RUNNING_GRACE};
 pub use manifest::{Manifest, ServerKind};
 pub use restore::{restore_in_place, restore_new_tenant, Restored};
+pub use retention::{
+    decide, run_retention, Action, Candidate, Decision, Policy, Report as RetentionReport,
+    RetentionRequest, Scope, TenantReport,
+};
 pub use rows::{
     delete, get, list, pin, set_pinned, unpin, Backup, BackupFilter, BackupPage, Reason,
 };

@@ -12,7 +12,7 @@ use tenantplane_jobs::{Job, JobContext, Registry};
 use super::support::Env;
 use crate::jobs::{
     enqueue_backups, enqueue_verifications, install_store, register, select_tenants, BackupJob,
-    ScheduledBackup, ScheduledVerify, VerifyJob,
+    ScheduledBackup, ScheduledRetention, ScheduledVerify, VerifyJob,
 };
 use crate::manifest::ServerKind;
 use crate::rows::{list, BackupFilter, Reason};
@@ -36,7 +36,13 @@ fn jobs_back_up_and_verify_the_selected_tenants() {
     register(&mut r);
     assert_eq!(
         r.kinds(),
-        ["backup", "backup.tenant", "backup.verify", "verify"]
+        [
+            "backup",
+            "backup.tenant",
+            "backup.verify",
+            "retention",
+            "verify"
+        ]
     );
 
     let gold_only = Selector {
@@ -125,4 +131,27 @@ fn jobs_back_up_and_verify_the_selected_tenants() {
     }
     .run(&ctx)
     .unwrap();
+
+    // Retention by the schedule's params, on the gold tenant: once a newer
+    // backup is verified, keep-last 1 deletes the older one.
+    let newer = crate::create(&env.db, &env.store, &gold.id, Reason::Scheduled).unwrap();
+    crate::verify(&env.db, &env.store, &newer.id).unwrap();
+    let retention = ScheduledRetention(Fire {
+        schedule: "daily-retention".into(),
+        run_id: 9,
+        fire_at: Utc::now().naive_utc(),
+        selector: Some(gold_only.clone()),
+        params: Some(serde_json::json!({"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0})),
+    });
+    retention.run(&ctx).unwrap();
+    let left = list(&env.db, &BackupFilter::default()).unwrap().items;
+    let gold_left: Vec<&str> = left
+        .iter()
+        .filter(|b| b.tenant_id == gold.id)
+        .map(|b| b.id.as_str())
+        .collect();
+    assert_eq!(gold_left, [newer.id.as_str()]);
+    assert_eq!(left.iter().filter(|b| b.tenant_id == plain.id).count(), 1);
+    // Idempotent: a second run finds nothing to delete.
+    retention.run(&ctx).unwrap();
 }

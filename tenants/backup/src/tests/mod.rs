@@ -7,4 +7,5 @@ mod backups;
 mod concurrent;
 mod jobs;
 mod restores;
+mod retention;
 mod support;
