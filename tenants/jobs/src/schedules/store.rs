@@ -525,6 +525,25 @@ pub fn list_runs(
         .collect()
 }
 
+/// Removes runs decided before `before`, except each schedule's newest
+/// started run (the overlap check looks at it). A per-second schedule
+/// decides 86,400 runs a day; the worker prunes them with old jobs.
+pub fn prune_runs(db: &ControlDb, before: NaiveDateTime) -> Result<usize> {
+    let mut conn = db.conn()?;
+    let keep: Vec<Option<i64>> = schedule_runs::table
+        .filter(schedule_runs::state.eq(ScheduleRunState::Started.as_str()))
+        .group_by(schedule_runs::schedule_id)
+        .select(diesel::dsl::max(schedule_runs::id))
+        .load(&mut conn)?;
+    let keep: Vec<i64> = keep.into_iter().flatten().collect();
+    Ok(diesel::delete(
+        schedule_runs::table
+            .filter(schedule_runs::decided_at.lt(before))
+            .filter(schedule_runs::id.ne_all(keep)),
+    )
+    .execute(&mut conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,23 +613,4 @@ mod tests {
         let next = t.next_after(at).unwrap();
         assert_eq!(next.format("%a %H:%M").to_string(), "Sun 05:00");
     }
-}
-
-/// Removes runs decided before `before`, except each schedule's newest
-/// started run (the overlap check looks at it). A per-second schedule
-/// decides 86,400 runs a day; the worker prunes them with old jobs.
-pub fn prune_runs(db: &ControlDb, before: NaiveDateTime) -> Result<usize> {
-    let mut conn = db.conn()?;
-    let keep: Vec<Option<i64>> = schedule_runs::table
-        .filter(schedule_runs::state.eq(ScheduleRunState::Started.as_str()))
-        .group_by(schedule_runs::schedule_id)
-        .select(diesel::dsl::max(schedule_runs::id))
-        .load(&mut conn)?;
-    let keep: Vec<i64> = keep.into_iter().flatten().collect();
-    Ok(diesel::delete(
-        schedule_runs::table
-            .filter(schedule_runs::decided_at.lt(before))
-            .filter(schedule_runs::id.ne_all(keep)),
-    )
-    .execute(&mut conn)?)
 }
