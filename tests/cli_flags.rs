@@ -1,6 +1,5 @@
 //! `tenantplane plans|features|override|keys` against a running server.
 
-
 use std::process::Command;
 
 use crate::common::{call_as, App, TOKEN};

@@ -1,7 +1,6 @@
 //! `tenantplane rollout …` against a running server: plan, start and watch,
 //! status and list, controls, a halted rollout, and bad flags.
 
-
 use std::process::Command;
 
 use crate::common::{App, AppOptions, TOKEN};

@@ -1,7 +1,6 @@
 //! Plans, schema-aware feature flags, tenant keys, self-serve plan changes
 //! and the audit log, through the real binary.
 
-
 use std::time::Duration;
 
 use crate::common::{call_as, error_code, wait_for, App, AppOptions, TestPg};

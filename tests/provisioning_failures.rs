@@ -1,7 +1,6 @@
 //! A tenant whose database cannot be provisioned leaves nothing behind: no
 //! row, no file, no schema, no database.
 
-
 use crate::common::{error_code, App, TestPg};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;

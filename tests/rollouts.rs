@@ -1,7 +1,6 @@
 //! The rollout engine end to end: the real binary (API and worker), real
 //! tenant databases, on SQLite and PostgreSQL.
 
-
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 

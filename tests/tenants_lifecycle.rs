@@ -1,7 +1,6 @@
 //! The whole tenant lifecycle on each kind of database server, with the
 //! control database on SQLite and on PostgreSQL.
 
-
 use crate::common::{App, TestPg};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -214,7 +213,10 @@ fn lifecycle(app: &App, server: &str, probe: &Probe, pg: Option<&TestPg>) {
     let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 204);
     let (s, e) = app.call("GET", &format!("/v1/tenants/{id}"), None);
-    assert_eq!((s, crate::common::error_code(&e).as_str()), (404, "not_found"));
+    assert_eq!(
+        (s, crate::common::error_code(&e).as_str()),
+        (404, "not_found")
+    );
     let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 404);
     let (_, page) = app.call("GET", "/v1/tenants?limit=500", None);
@@ -233,7 +235,10 @@ fn lifecycle(app: &App, server: &str, probe: &Probe, pg: Option<&TestPg>) {
         "/v1/tenants",
         Some(json!({"slug": slug, "name": "Again", "server": server})),
     );
-    assert_eq!((s, crate::common::error_code(&e).as_str()), (409, "conflict"));
+    assert_eq!(
+        (s, crate::common::error_code(&e).as_str()),
+        (409, "conflict")
+    );
 
     // A tenant with an empty schema.
     let (s, empty) = app.call(

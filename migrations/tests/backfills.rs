@@ -1,7 +1,6 @@
 //! Backfills on realistic data: several shops, hundreds of sales inserted
 //! out of time order, messy role strings.
 
-
 use crate::common::TenantDb;
 use tenantplane_migrations::catalogue;
 use tenantplane_testkit::fixture::ROLE_STRINGS;

@@ -1,7 +1,6 @@
 //! The verification probes pass on both backends at every phase, see only
 //! the features the schema has, and leave no data behind.
 
-
 use crate::common::TenantDb;
 use tenantplane_migrations::catalogue::{self, MAX_PHASE};
 use tenantplane_migrations::probes::{self, ProbeConn};

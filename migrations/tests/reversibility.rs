@@ -3,7 +3,6 @@
 //! and down gives back exactly the schema and data from before the up (the
 //! role strings, the dropped columns, the untouched tables).
 
-
 use crate::common::{assert_same, assert_same_data, baseline_head, versions, TenantDb};
 
 fn prove_every_migration_reverses(mut db: TenantDb) {
