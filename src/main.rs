@@ -1,11 +1,8 @@
 //! tenantplane: the binary. Wiring only: configuration, logging, and the
 //! subcommands that start the parts or call the API.
 
-mod bench;
-mod bench_flags;
 mod cli;
 mod config;
-mod cpu_meter;
 mod demo;
 mod serve;
 
@@ -94,20 +91,23 @@ enum Command {
     /// Tenant API keys.
     #[command(subcommand)]
     Keys(cli::flags::KeyCmd),
-    /// Benchmark: an engine rollout against a loop of the stock diesel CLI.
-    Bench(bench::BenchArgs),
-    /// Benchmark: GET /v1/tenant/features under wrk, in memory against a
-    /// control-DB read per request.
-    #[command(name = "bench-flags")]
-    BenchFlags(bench_flags::BenchFlagsArgs),
+    /// Cron schedules and their runs (calls the API).
+    #[command(subcommand)]
+    Schedules(cli::schedules::ScheduleCmd),
+    /// Tenant backups: take, list, verify, pin, delete, restore (calls the
+    /// API).
+    #[command(subcommand)]
+    Backups(cli::backups::BackupCmd),
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("TENANTPLANE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    // Colour codes only on a terminal: `serve 2> file` gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -139,12 +139,6 @@ fn main() -> Result<()> {
         init_logging(config.log_format);
         return serve::run(&config, parts);
     }
-    if let Command::Bench(args) = cli.command {
-        return bench::run(args);
-    }
-    if let Command::BenchFlags(args) = cli.command {
-        return bench_flags::run(args);
-    }
     let client = Client::new(&cli.api_url, cli.token.clone());
     match cli.command {
         Command::Tenants(cmd) => cli::tenants(&client, cli.output, cmd),
@@ -166,10 +160,8 @@ fn main() -> Result<()> {
             &client, cli.output, &tenant, &feature, state, reason, expires,
         ),
         Command::Keys(cmd) => cli::flags::keys(&client, cli.output, cmd),
-        Command::Serve { .. }
-        | Command::Api
-        | Command::Worker
-        | Command::Bench(_)
-        | Command::BenchFlags(_) => Ok(()),
+        Command::Schedules(cmd) => cli::schedules::run(&client, cli.output, cmd),
+        Command::Backups(cmd) => cli::backups::run(&client, cli.output, cmd),
+        Command::Serve { .. } | Command::Api | Command::Worker => Ok(()),
     }
 }

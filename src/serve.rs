@@ -76,6 +76,12 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
         .unwrap_or(2)
         .max(2);
     let flags = FlagCache::load(&db).context("loading plans, overrides and keys")?;
+    let backups = tenantplane_backup::store::open(&config.backup_store).with_context(|| {
+        format!(
+            "opening the backup store {}",
+            tenantplane_fleet::urls::redact_url(&config.backup_store)
+        )
+    })?;
     let stop_refresh = Arc::new(AtomicBool::new(false));
     let refresher = flags.start_refresher(stop_refresh.clone())?;
     let served = actix_web::rt::System::new().block_on(async move {
@@ -83,6 +89,7 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
             db,
             operator,
             flags,
+            backups,
         };
         let server = tenantplane_api::server(listener, state, workers)?;
         println!("tenantplane listening on http://{addr}");

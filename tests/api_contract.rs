@@ -1,7 +1,6 @@
 //! The API contract: health, OpenAPI, auth, errors, and bad input that must
 //! change nothing.
 
-
 use crate::common::{call_as, call_raw, error_code, App};
 use serde_json::{json, Value};
 
@@ -68,6 +67,14 @@ fn openapi_documents_every_route() {
         ("/v1/tenant/plan/preview", "get"),
         ("/v1/tenant/plan", "post"),
         ("/v1/audit", "get"),
+        ("/v1/tenants/{id}/backups", "post"),
+        ("/v1/backups", "get"),
+        ("/v1/backups/{id}", "get"),
+        ("/v1/backups/{id}", "delete"),
+        ("/v1/backups/{id}/verify", "post"),
+        ("/v1/backups/{id}/pin", "put"),
+        ("/v1/backups/{id}/pin", "delete"),
+        ("/v1/backups/{id}/restore", "post"),
     ];
     for (path, method) in expected {
         assert!(

@@ -9,6 +9,7 @@
 mod common;
 
 mod api_contract;
+mod backups;
 mod cli_flags;
 mod cli_rollout;
 mod error_kinds;

@@ -1,7 +1,6 @@
 //! Several processes on one control database, and the CLI against a running
 //! server.
 
-
 use std::process::Command;
 
 use crate::common::{call_as, App, AppOptions, TestPg, TOKEN};
@@ -188,5 +187,13 @@ fn serve_demo_creates_a_fleet_once() {
         page["items"].as_array().map(Vec::len),
         Some(50),
         "no second fleet"
+    );
+    drop(again);
+    // stderr is a file here, not a terminal: human logs without colour codes.
+    let log = std::fs::read_to_string(dir.path().join("tenantplane.log")).expect("log");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escape codes in the log: {log:?}"
     );
 }

@@ -13,7 +13,9 @@ use crate::AppState;
 /// audit log.
 pub struct Operator(pub Actor);
 
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+/// The token of an `Authorization: Bearer <token>` header; 401 when it is
+/// missing or malformed.
+pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

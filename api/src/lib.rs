@@ -10,6 +10,7 @@ pub mod request_id;
 pub mod routes;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::{middleware, web, App, HttpRequest, HttpServer};
 use tenantplane_access::tokens::OperatorTokens;
@@ -18,12 +19,18 @@ use tenantplane_flags::snapshot::FlagCache;
 
 use crate::error::ApiError;
 
+/// The backup store's interface and opener, re-exported so code that builds
+/// an [`AppState`] need not depend on the backup crate itself.
+pub use tenantplane_backup::{store::open as open_backup_store, ArtifactStore};
+
 /// Shared by every handler.
 pub struct AppState {
     pub db: ControlDb,
     pub operator: OperatorTokens,
     /// Feature evaluation and tenant keys, in memory.
     pub flags: FlagCache,
+    /// Where backup artifacts are stored (`backup_store` in the config).
+    pub backups: Arc<dyn ArtifactStore>,
 }
 
 impl AppState {
@@ -95,7 +102,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::schedules::get)
     .service(routes::schedules::update)
     .service(routes::schedules::remove)
-    .service(routes::schedules::runs);
+    .service(routes::schedules::runs)
+    .service(routes::backups::create)
+    .service(routes::backups::list)
+    .service(routes::backups::get)
+    .service(routes::backups::verify)
+    .service(routes::backups::pin)
+    .service(routes::backups::unpin)
+    .service(routes::backups::remove)
+    .service(routes::backups::restore);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

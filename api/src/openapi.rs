@@ -64,6 +64,14 @@ impl Modify for BearerAuth {
         routes::schedules::update,
         routes::schedules::remove,
         routes::schedules::runs,
+        routes::backups::create,
+        routes::backups::list,
+        routes::backups::get,
+        routes::backups::verify,
+        routes::backups::pin,
+        routes::backups::unpin,
+        routes::backups::remove,
+        routes::backups::restore,
     ),
     modifiers(&BearerAuth)
 )]

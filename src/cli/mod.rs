@@ -1,9 +1,11 @@
 //! Operator commands: thin wrappers over the HTTP API.
 
+pub mod backups;
 pub mod client;
 pub mod flags;
 pub mod output;
 pub mod rollout;
+pub mod schedules;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;

@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod backups;
 pub mod features;
 pub mod health;
 pub mod metrics;

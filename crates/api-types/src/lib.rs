@@ -7,6 +7,7 @@
 //! type. The OpenAPI derives live here and nowhere else.
 
 pub mod audit;
+pub mod backups;
 pub mod features;
 pub mod flags;
 pub mod plans;

@@ -79,6 +79,129 @@ pub struct Snapshot {
     pub keys: HashMap<String, KeyInfo>,
 }
 
+// The row reads behind a snapshot. Each takes an optional filter: `None`
+// reads the whole table (`Snapshot::load`), `Some` the rows of one key,
+// tenant or plan (`Snapshot::load_for_key`). Both arms are static queries,
+// so diesel caches their prepared statements either way.
+
+/// Plans (all, or the one with this id), without their features.
+fn read_plans(conn: &mut ControlConnection, id: Option<&str>) -> Result<Vec<PlanInfo>> {
+    let q = plans::table.select((
+        plans::id,
+        plans::slug,
+        plans::active,
+        plans::fallback_plan_id,
+    ));
+    let rows: Vec<(String, String, bool, Option<String>)> = match id {
+        Some(id) => q.filter(plans::id.eq(id)).load(conn)?,
+        None => q.load(conn)?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, slug, active, fallback)| PlanInfo {
+            id,
+            slug,
+            active,
+            features: HashSet::new(),
+            fallback,
+        })
+        .collect())
+}
+
+/// (plan id, feature) of every plan, or of one.
+fn read_plan_features(
+    conn: &mut ControlConnection,
+    plan_id: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let q = plan_features::table.select((plan_features::plan_id, plan_features::feature));
+    Ok(match plan_id {
+        Some(id) => q.filter(plan_features::plan_id.eq(id)).load(conn)?,
+        None => q.load(conn)?,
+    })
+}
+
+/// Live (not deleted) tenants: all, or the one with this id.
+fn read_tenants(conn: &mut ControlConnection, id: Option<&str>) -> Result<Vec<TenantInfo>> {
+    let q = tenants::table
+        .filter(tenants::deleted_at.is_null())
+        .select((
+            tenants::id,
+            tenants::slug,
+            tenants::status,
+            tenants::plan_id,
+            tenants::trial_ends_at,
+            tenants::schema_version,
+        ));
+    let rows: Vec<TenantRowTuple> = match id {
+        Some(id) => q.filter(tenants::id.eq(id)).load(conn)?,
+        None => q.load(conn)?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, slug, status, plan_id, trial_ends_at, schema_version)| TenantInfo {
+                id,
+                slug,
+                status,
+                plan_id,
+                trial_ends_at,
+                schema_version,
+            },
+        )
+        .collect())
+}
+
+/// (tenant id, override) of every tenant, or of one.
+fn read_overrides(
+    conn: &mut ControlConnection,
+    tenant_id: Option<&str>,
+) -> Result<Vec<(String, OverrideInfo)>> {
+    let q = feature_overrides::table.select((
+        feature_overrides::tenant_id,
+        feature_overrides::feature,
+        feature_overrides::enabled,
+        feature_overrides::expires_at,
+    ));
+    let rows: Vec<(String, String, bool, Option<NaiveDateTime>)> = match tenant_id {
+        Some(id) => q.filter(feature_overrides::tenant_id.eq(id)).load(conn)?,
+        None => q.load(conn)?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, feature, enabled, expires_at)| {
+            (
+                tenant,
+                OverrideInfo {
+                    feature,
+                    enabled,
+                    expires_at,
+                },
+            )
+        })
+        .collect())
+}
+
+/// (token hash, key) of the tenant keys that are not revoked: all, or the
+/// one with this hash. Whether the tenant is live is the caller's check.
+fn read_keys(conn: &mut ControlConnection, hash: Option<&str>) -> Result<Vec<(String, KeyInfo)>> {
+    let q = api_tokens::table
+        .filter(api_tokens::kind.eq("tenant"))
+        .filter(api_tokens::revoked_at.is_null())
+        .select((
+            api_tokens::id,
+            api_tokens::tenant_id,
+            api_tokens::token_hash,
+        ));
+    let rows: Vec<(String, Option<String>, String)> = match hash {
+        Some(h) => q.filter(api_tokens::token_hash.eq(h)).load(conn)?,
+        None => q.load(conn)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, tenant, hash)| tenant.map(|tenant_id| (hash, KeyInfo { id, tenant_id })))
+        .collect())
+}
+
 impl Snapshot {
     pub fn load(conn: &mut ControlConnection) -> Result<Snapshot> {
         // Read the counter first: a change that lands while we read makes the
@@ -88,93 +211,81 @@ impl Snapshot {
             counter,
             ..Snapshot::default()
         };
-        let plan_rows: Vec<(String, String, bool, Option<String>)> = plans::table
-            .select((
-                plans::id,
-                plans::slug,
-                plans::active,
-                plans::fallback_plan_id,
-            ))
-            .load(conn)?;
-        for (id, slug, active, fallback) in plan_rows {
-            snap.plan_by_slug.insert(slug.clone(), id.clone());
-            snap.plans.insert(
-                id.clone(),
-                PlanInfo {
-                    id,
-                    slug,
-                    active,
-                    features: HashSet::new(),
-                    fallback,
-                },
-            );
+        for plan in read_plans(conn, None)? {
+            snap.add_plan(plan);
         }
-        let pf: Vec<(String, String)> = plan_features::table
-            .select((plan_features::plan_id, plan_features::feature))
-            .load(conn)?;
-        for (plan, feature) in pf {
-            if let Some(p) = snap.plans.get_mut(&plan) {
-                p.features.insert(feature);
-            }
+        snap.add_plan_features(read_plan_features(conn, None)?);
+        for tenant in read_tenants(conn, None)? {
+            snap.add_tenant(tenant);
         }
-        let rows: Vec<TenantRowTuple> = tenants::table
-            .filter(tenants::deleted_at.is_null())
-            .select((
-                tenants::id,
-                tenants::slug,
-                tenants::status,
-                tenants::plan_id,
-                tenants::trial_ends_at,
-                tenants::schema_version,
-            ))
-            .load(conn)?;
-        for (id, slug, status, plan_id, trial_ends_at, schema_version) in rows {
-            snap.tenant_by_slug.insert(slug.clone(), id.clone());
-            snap.tenants.insert(
-                id.clone(),
-                TenantInfo {
-                    id,
-                    slug,
-                    status,
-                    plan_id,
-                    trial_ends_at,
-                    schema_version,
-                },
-            );
-        }
-        let ovs: Vec<(String, String, bool, Option<NaiveDateTime>)> = feature_overrides::table
-            .select((
-                feature_overrides::tenant_id,
-                feature_overrides::feature,
-                feature_overrides::enabled,
-                feature_overrides::expires_at,
-            ))
-            .load(conn)?;
-        for (tenant, feature, enabled, expires_at) in ovs {
-            snap.overrides
-                .entry(tenant)
-                .or_default()
-                .push(OverrideInfo {
-                    feature,
-                    enabled,
-                    expires_at,
-                });
-        }
-        let keys: Vec<(String, Option<String>, String)> = api_tokens::table
-            .filter(api_tokens::kind.eq("tenant"))
-            .filter(api_tokens::revoked_at.is_null())
-            .select((
-                api_tokens::id,
-                api_tokens::tenant_id,
-                api_tokens::token_hash,
-            ))
-            .load(conn)?;
-        for (id, tenant, hash) in keys {
-            if let Some(tenant_id) = tenant.filter(|t| snap.tenants.contains_key(t)) {
-                snap.keys.insert(hash, KeyInfo { id, tenant_id });
+        snap.add_overrides(read_overrides(conn, None)?);
+        for (hash, key) in read_keys(conn, None)? {
+            if snap.tenants.contains_key(&key.tenant_id) {
+                snap.keys.insert(hash, key);
             }
         }
         Ok(snap)
+    }
+
+    /// What evaluating one tenant key needs, read from the database now with
+    /// the same row reads as [`Snapshot::load`], narrowed: the key, its
+    /// tenant, the tenant's plan and that plan's fallback with their
+    /// features, and the tenant's overrides. `None` when the key is unknown
+    /// or revoked or its tenant deleted, as in the full snapshot. `counter`
+    /// stays 0: this snapshot is never refreshed.
+    pub fn load_for_key(
+        conn: &mut ControlConnection,
+        key_hash: &str,
+    ) -> Result<Option<(Snapshot, TenantInfo)>> {
+        let Some((hash, key)) = read_keys(conn, Some(key_hash))?.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(tenant) = read_tenants(conn, Some(&key.tenant_id))?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut snap = Snapshot::default();
+        // The plan, then its fallback (what applies once a trial ended).
+        let mut next = tenant.plan_id.clone();
+        for _ in 0..2 {
+            let Some(plan_id) = next.take() else { break };
+            let Some(plan) = read_plans(conn, Some(&plan_id))?.into_iter().next() else {
+                break;
+            };
+            let fallback = plan.fallback.clone();
+            snap.add_plan(plan);
+            snap.add_plan_features(read_plan_features(conn, Some(&plan_id))?);
+            next = fallback.filter(|f| !snap.plans.contains_key(f));
+        }
+        snap.add_overrides(read_overrides(conn, Some(&tenant.id))?);
+        snap.keys.insert(hash, key);
+        snap.add_tenant(tenant.clone());
+        Ok(Some((snap, tenant)))
+    }
+
+    fn add_plan(&mut self, plan: PlanInfo) {
+        self.plan_by_slug.insert(plan.slug.clone(), plan.id.clone());
+        self.plans.insert(plan.id.clone(), plan);
+    }
+
+    /// Features of plans already added; rows of other plans are ignored.
+    fn add_plan_features(&mut self, rows: Vec<(String, String)>) {
+        for (plan, feature) in rows {
+            if let Some(p) = self.plans.get_mut(&plan) {
+                p.features.insert(feature);
+            }
+        }
+    }
+
+    fn add_tenant(&mut self, tenant: TenantInfo) {
+        self.tenant_by_slug
+            .insert(tenant.slug.clone(), tenant.id.clone());
+        self.tenants.insert(tenant.id.clone(), tenant);
+    }
+
+    fn add_overrides(&mut self, rows: Vec<(String, OverrideInfo)>) {
+        for (tenant, o) in rows {
+            self.overrides.entry(tenant).or_default().push(o);
+        }
     }
 
     /// A tenant by id or slug.
@@ -466,5 +577,109 @@ mod tests {
             .features
             .iter()
             .all(|f| !f.enabled && f.reason == Reason::TenantSuspended));
+    }
+
+    /// The one-key read answers exactly what the full snapshot answers, and
+    /// refuses what the full snapshot leaves out.
+    #[test]
+    fn load_for_key_agrees_with_the_full_snapshot() {
+        use tenantplane_control_db::audit::Actor;
+        use tenantplane_fleet::registry::{self, NewTenant};
+
+        let dir = std::env::temp_dir().join(format!("tp_flags_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = ControlDb::open(&format!("sqlite://{}", dir.join("control.db").display()))
+            .expect("control db");
+        tenantplane_fleet::servers::ensure_default(&db, &dir).expect("server");
+        crate::plans::ensure_defaults(&db).expect("plans");
+        let actor = Actor::system("test");
+        let tenant = |slug: &str, plan: &str, schema: &str| {
+            registry::create(
+                &db,
+                &actor,
+                NewTenant {
+                    slug: slug.into(),
+                    name: slug.into(),
+                    plan: Some(plan.into()),
+                    labels: Default::default(),
+                    contact_email: None,
+                    server: None,
+                    schema: Some(schema.into()),
+                },
+            )
+            .expect("tenant")
+            .id
+        };
+        let pro = tenant("shop-pro", "pro", "head");
+        let trial = tenant("shop-trial", "pro", "phase:0");
+        let free = tenant("shop-free", "free", "head");
+        let gone = tenant("shop-gone", "standard", "head");
+        let now = Utc::now().naive_utc();
+        let mut conn = db.conn().expect("conn");
+        diesel::update(tenants::table.find(&trial))
+            .set(tenants::trial_ends_at.eq(Some(now - chrono::Duration::days(1))))
+            .execute(&mut *conn)
+            .expect("trial");
+        drop(conn);
+        crate::overrides::set(
+            &db,
+            &actor,
+            &pro,
+            "webhooks",
+            crate::overrides::OverrideRequest {
+                enabled: true,
+                reason: None,
+                expires_at: None,
+            },
+        )
+        .expect("override");
+        registry::delete(&db, &actor, &gone).expect("delete");
+        let mut conn = db.conn().expect("conn");
+        for (hash, tenant, revoked) in [
+            ("h-pro", &pro, None),
+            ("h-trial", &trial, None),
+            ("h-free", &free, None),
+            ("h-revoked", &free, Some(now)),
+            ("h-gone", &gone, None),
+        ] {
+            diesel::insert_into(api_tokens::table)
+                .values((
+                    api_tokens::id.eq(format!("k-{hash}")),
+                    api_tokens::kind.eq("tenant"),
+                    api_tokens::tenant_id.eq(Some(tenant)),
+                    api_tokens::name.eq("key"),
+                    api_tokens::token_hash.eq(hash),
+                    api_tokens::created_at.eq(now),
+                    api_tokens::revoked_at.eq(revoked),
+                ))
+                .execute(&mut *conn)
+                .expect("key");
+        }
+
+        let full = Snapshot::load(&mut conn).expect("snapshot");
+        for hash in ["h-pro", "h-trial", "h-free"] {
+            let (one, t) = Snapshot::load_for_key(&mut conn, hash)
+                .expect("read")
+                .expect("known key");
+            let key = &full.keys[hash];
+            assert_eq!(t.id, key.tenant_id);
+            assert_eq!(
+                serde_json::to_value(one.evaluate(&t, now)).expect("json"),
+                serde_json::to_value(full.evaluate(&full.tenants[&t.id], now)).expect("json"),
+                "{hash}"
+            );
+        }
+        for hash in ["h-revoked", "h-gone", "h-unknown"] {
+            assert!(!full.keys.contains_key(hash), "{hash}");
+            assert!(
+                Snapshot::load_for_key(&mut conn, hash)
+                    .expect("read")
+                    .is_none(),
+                "{hash}"
+            );
+        }
+        drop(conn);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

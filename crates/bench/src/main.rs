@@ -1,0 +1,54 @@
+//! tenantplane-bench: the benchmarks, each against a baseline measured in the
+//! same run. See `docs/benchmarks.md` and `docs/benchmark-flags.md`.
+
+mod cpu_meter;
+mod flags;
+mod rollout;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantplane-bench",
+    version,
+    about = "Benchmarks of tenantplane, each against a baseline measured in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// An engine rollout against a loop of the stock diesel CLI.
+    Rollout(rollout::RolloutArgs),
+    /// GET /v1/tenant/features under wrk, in memory against a control-DB
+    /// read per request.
+    Flags(flags::FlagsArgs),
+}
+
+/// Logs at `warn` unless `TENANTPLANE_LOG` says otherwise: the API's
+/// per-request lines are `info`, and at that level they would flood stderr
+/// and measure the terminal. Colours only on a terminal.
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_env("TENANTPLANE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Rollout(args) => rollout::run(args),
+        Command::Flags(args) => flags::run(args),
+    }
+}
