@@ -79,6 +79,18 @@ fn schedules_through_the_api_refuse_bad_input_and_change_nothing() {
         (with("name", json!("Bad_Name")), 422, "schedule name"),
         (with("selector", json!({})), 422, "selects nothing"),
         (with("missed", json!("later")), 422, "missed policy"),
+        (
+            json!({"name": "x", "cron": "0 4 * * *", "job": "retention",
+                   "params": {"keep_daily": 7}}),
+            422,
+            "keep_daily",
+        ),
+        (
+            json!({"name": "x", "cron": "0 4 * * *", "job": "retention",
+                   "params": {"keep_last": -1}}),
+            422,
+            "negative",
+        ),
         (with("name", json!("eu-backup")), 409, "already exists"),
         (
             with("selector", json!({"everyone": true})),
@@ -106,6 +118,31 @@ fn schedules_through_the_api_refuse_bad_input_and_change_nothing() {
     assert_eq!((s, error_code(&v).as_str()), (400, "bad_request"));
     assert_eq!(schedule_names(&app), names, "nothing was created");
     assert_eq!(schedule_audits(&app), audits, "nothing was audited");
+
+    // Retention's policy is checked when saved, on create and on change.
+    let (s, v) = app.call(
+        "POST",
+        "/v1/schedules",
+        Some(
+            json!({"name": "prune-eu", "cron": "0 4 * * *", "job": "retention",
+                    "params": {"keep_last": 3, "daily": 0, "weekly": 0, "monthly": 0}}),
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app.call(
+        "PATCH",
+        "/v1/schedules/prune-eu",
+        Some(json!({"params": {"keep_last": 0, "daily": 0, "weekly": 0, "monthly": 0}})),
+    );
+    assert_eq!((s, error_code(&v).as_str()), (422, "invalid"), "{v}");
+    let (_, kept) = app.call("GET", "/v1/schedules/prune-eu", None);
+    assert_eq!(
+        kept["params"]["keep_last"], 3,
+        "the refused change changed nothing"
+    );
+    let (s, _) = app.call("DELETE", "/v1/schedules/prune-eu", None);
+    assert_eq!(s, 204);
+    let audits = schedule_audits(&app);
 
     // PATCH: bad input changes nothing; a good one changes what it names.
     for (body, status) in [

@@ -52,7 +52,8 @@ pub enum ScheduleCmd {
         timezone: Option<String>,
         #[command(flatten)]
         selector: SelectorArgs,
-        /// Job-specific settings as a JSON object, e.g. '{"keep_daily":7}'.
+        /// Job-specific settings as a JSON object, e.g. retention's
+        /// '{"keep_last":7,"daily":7,"weekly":4,"monthly":6}'.
         #[arg(long, value_name = "JSON")]
         params: Option<String>,
         /// After downtime: skip (API default) or run_once.

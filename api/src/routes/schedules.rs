@@ -30,7 +30,9 @@ pub async fn create(
     body: web::Json<NewSchedule>,
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
-    let schedule = blocking(move || schedules::create(&db, &op.0, body.into_inner())).await?;
+    let new = body.into_inner();
+    check_params(&new.job, new.params.as_ref())?;
+    let schedule = blocking(move || schedules::create(&db, &op.0, new)).await?;
     Ok(HttpResponse::Created().json(schedule))
 }
 
@@ -62,7 +64,15 @@ pub async fn update(
     body: web::Json<SchedulePatch>,
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
-    let schedule = blocking(move || schedules::patch(&db, &op.0, &name, body.into_inner())).await?;
+    let patch = body.into_inner();
+    let schedule = blocking(move || {
+        if let Some(params) = &patch.params {
+            let job = schedules::get(&db, &name)?.job;
+            check_params(&job, params.as_ref())?;
+        }
+        schedules::patch(&db, &op.0, &name, patch)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(schedule))
 }
 
@@ -108,4 +118,17 @@ pub async fn runs(
     let runs =
         blocking(move || schedules::list_runs(&db, &name, limit.unwrap_or(100), before)).await?;
     Ok(HttpResponse::Ok().json(runs))
+}
+
+/// The jobs crate cannot know each job's parameters; the kinds that take
+/// some are checked here, so a bad policy is refused when saved instead of
+/// killing the job at its first fire time.
+fn check_params(
+    job: &str,
+    params: Option<&serde_json::Value>,
+) -> Result<(), tenantplane_control_db::Error> {
+    if job == "retention" {
+        tenantplane_backup::retention::Policy::from_params(params)?;
+    }
+    Ok(())
 }
