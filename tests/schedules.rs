@@ -205,12 +205,12 @@ fn the_runs_view_shows_each_fire_time_with_its_job() {
     let (s, v) = app.call(
         "POST",
         "/v1/schedules",
-        Some(json!({"name": "drill", "cron": "* * * * * *", "job": "verify"})),
+        Some(json!({"name": "drill", "cron": "* * * * * *", "job": "export-cleanup"})),
     );
     assert_eq!(s, 201, "{v}");
     // A scheduler in this test process on the app's control DB; no worker
-    // runs `verify` jobs, so the first one stays pending and the later fire
-    // times are skipped.
+    // runs `export-cleanup` jobs yet (exports are still to come), so the
+    // first one stays pending and the later fire times are skipped.
     let db = ControlDb::open(&format!(
         "sqlite://{}",
         app.data_dir.join("control.db").display()
@@ -247,7 +247,7 @@ fn the_runs_view_shows_each_fire_time_with_its_job() {
     assert_eq!(v.as_array().map(Vec::len), Some(runs.len() - 1));
     // The job is visible, with the schedule's payload.
     let job = tenantplane_jobs::get(&db, job_id).unwrap();
-    assert_eq!(job.kind, "verify");
+    assert_eq!(job.kind, "export-cleanup");
     let fire: Fire = serde_json::from_str(&job.payload).unwrap();
     assert_eq!(fire.schedule, "drill");
 }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use tenantplane_api_types::rollouts::Selector;
+
 use crate::error::{Error, Result};
 
 /// Lower-case letters, digits and inner hyphens, `min` to 63 characters (a
@@ -89,6 +91,48 @@ pub fn label_pair(s: &str) -> Result<(String, String)> {
     one.insert(k.to_string(), v.to_string());
     labels(&one)?;
     Ok((k.to_string(), v.to_string()))
+}
+
+/// A selector (rollouts, schedules, backups) selects something, and what it
+/// names is well-formed; whether the tenants, plans and servers it names
+/// exist is checked where it is resolved.
+pub fn selector(s: &Selector) -> Result<()> {
+    let empty = s.all != Some(true)
+        && s.tenants.is_none()
+        && s.plans.is_none()
+        && s.labels.is_none()
+        && s.servers.is_none();
+    if empty {
+        return Err(Error::invalid(
+            "the selector selects nothing: use {\"all\":true} or tenants, plans, labels, servers",
+        ));
+    }
+    if s.all == Some(false) {
+        return Err(Error::invalid("selector.all must be true when given"));
+    }
+    for (what, list) in [
+        ("tenants", &s.tenants),
+        ("plans", &s.plans),
+        ("servers", &s.servers),
+    ] {
+        if let Some(list) = list {
+            if list.is_empty() {
+                return Err(Error::invalid(format!("selector.{what} is empty")));
+            }
+            if list.iter().any(|v| v.trim().is_empty() || v.len() > 200) {
+                return Err(Error::invalid(format!(
+                    "selector.{what} holds an empty or overlong entry"
+                )));
+            }
+        }
+    }
+    if let Some(labels) = &s.labels {
+        if labels.is_empty() {
+            return Err(Error::invalid("selector.labels is empty"));
+        }
+        self::labels(labels)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -126,47 +126,6 @@ pub fn check_job(job: &str) -> Result<()> {
     }
 }
 
-/// The rules a rollout's selector follows: it selects something, and what it
-/// names is well-formed (whether the tenants exist is the job's business).
-pub fn check_selector(s: &Selector) -> Result<()> {
-    let empty = s.all != Some(true)
-        && s.tenants.is_none()
-        && s.plans.is_none()
-        && s.labels.is_none()
-        && s.servers.is_none();
-    if empty {
-        return Err(Error::invalid(
-            "the selector selects nothing: use {\"all\":true} or tenants, plans, labels, servers",
-        ));
-    }
-    if s.all == Some(false) {
-        return Err(Error::invalid("selector.all must be true when given"));
-    }
-    for (what, list) in [
-        ("tenants", &s.tenants),
-        ("plans", &s.plans),
-        ("servers", &s.servers),
-    ] {
-        if let Some(list) = list {
-            if list.is_empty() {
-                return Err(Error::invalid(format!("selector.{what} is empty")));
-            }
-            if list.iter().any(|v| v.trim().is_empty() || v.len() > 200) {
-                return Err(Error::invalid(format!(
-                    "selector.{what} holds an empty or overlong entry"
-                )));
-            }
-        }
-    }
-    if let Some(labels) = &s.labels {
-        if labels.is_empty() {
-            return Err(Error::invalid("selector.labels is empty"));
-        }
-        validate::labels(labels)?;
-    }
-    Ok(())
-}
-
 /// A JSON object of at most 16 KiB.
 pub fn check_params(params: &serde_json::Value) -> Result<()> {
     if !params.is_object() {
@@ -246,7 +205,7 @@ fn insert(
     check_job(&new.job)?;
     let timezone = check_timing(&new.cron, new.timezone.as_deref().unwrap_or("UTC"), at)?;
     if let Some(s) = &new.selector {
-        check_selector(s)?;
+        validate::selector(s)?;
     }
     if let Some(p) = &new.params {
         check_params(p)?;
@@ -325,7 +284,7 @@ pub fn list(db: &ControlDb) -> Result<Vec<Schedule>> {
 pub fn patch(db: &ControlDb, actor: &Actor, name: &str, patch: SchedulePatch) -> Result<Schedule> {
     let at = now();
     if let Some(s) = patch.selector.as_ref().and_then(Option::as_ref) {
-        check_selector(s)?;
+        validate::selector(s)?;
     }
     if let Some(p) = patch.params.as_ref().and_then(Option::as_ref) {
         check_params(p)?;
@@ -570,23 +529,23 @@ mod tests {
             all: Some(true),
             ..Selector::default()
         };
-        assert!(check_selector(&all).is_ok());
-        assert!(check_selector(&Selector::default()).is_err());
+        assert!(validate::selector(&all).is_ok());
+        assert!(validate::selector(&Selector::default()).is_err());
         let no = Selector {
             all: Some(false),
             ..Selector::default()
         };
-        assert!(check_selector(&no).is_err());
+        assert!(validate::selector(&no).is_err());
         let empty_list = Selector {
             plans: Some(vec![]),
             ..Selector::default()
         };
-        assert!(check_selector(&empty_list).is_err());
+        assert!(validate::selector(&empty_list).is_err());
         let bad_label = Selector {
             labels: Some([("a b".to_string(), "x".to_string())].into()),
             ..Selector::default()
         };
-        assert!(check_selector(&bad_label).is_err());
+        assert!(validate::selector(&bad_label).is_err());
 
         assert!(check_params(&serde_json::json!({"keep": 7})).is_ok());
         assert!(check_params(&serde_json::json!([1])).is_err());

@@ -37,35 +37,7 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
             "target 'none' would drop every table; roll back to phase:0 at most",
         ));
     }
-    let s = &req.selector;
-    let empty = s.all != Some(true)
-        && s.tenants.is_none()
-        && s.plans.is_none()
-        && s.labels.is_none()
-        && s.servers.is_none();
-    if empty {
-        return Err(Error::invalid(
-            "the selector selects nothing: use {\"all\":true} or tenants, plans, labels, servers",
-        ));
-    }
-    if s.all == Some(false) {
-        return Err(Error::invalid("selector.all must be true when given"));
-    }
-    for (what, list) in [
-        ("tenants", &s.tenants),
-        ("plans", &s.plans),
-        ("servers", &s.servers),
-    ] {
-        if list.as_ref().is_some_and(Vec::is_empty) {
-            return Err(Error::invalid(format!("selector.{what} is empty")));
-        }
-    }
-    if let Some(labels) = &s.labels {
-        if labels.is_empty() {
-            return Err(Error::invalid("selector.labels is empty"));
-        }
-        validate::labels(labels)?;
-    }
+    validate::selector(&req.selector)?;
     let range = |name: &str, v: Option<u32>, default: u32, max: u32| -> Result<i32> {
         let v = v.unwrap_or(default);
         if v == 0 || v > max {
