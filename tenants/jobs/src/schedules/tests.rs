@@ -590,13 +590,19 @@ fn concurrent_schedulers_decide_each_fire_time_once(t: &TestDb) {
     }
     // Four "processes" (own pools) race over the same 40 simulated seconds;
     // jobs finish at once, so every fire time may start one.
+    // The test's own "finish every job" updates are serialized: two of them
+    // at once lock the same rows in different orders (a deadlock of the test
+    // harness, not of `tick`, which locks no job rows).
+    let finishing = std::sync::Arc::new(std::sync::Mutex::new(()));
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let db = t.open();
+            let finishing = finishing.clone();
             std::thread::spawn(move || {
                 let mut reports = Vec::new();
                 for s in 0..40 {
                     reports.push(tick(&db, t0 + secs(s)).unwrap());
+                    let _one_at_a_time = finishing.lock().unwrap();
                     diesel::update(jobs::table)
                         .set(jobs::state.eq(JobState::Succeeded.as_str()))
                         .execute(&mut db.conn().unwrap())
