@@ -442,3 +442,87 @@ fn bad_input_and_damaged_backups_change_nothing() {
     assert_eq!(s, 204, "{e}");
     assert!(!file.exists());
 }
+
+fn metrics(app: &App) -> String {
+    ureq::get(&format!("{}/metrics", app.url))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .expect("text")
+}
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_report_backups_their_age_and_schedule_lag() {
+    let app = App::start();
+    let (s, t) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": unique("metered"), "name": "M"})),
+    );
+    assert_eq!(s, 201, "{t}");
+    let before = metrics(&app);
+    assert_eq!(
+        metric(&before, "tenantplane_tenants_without_verified_backup "),
+        Some(1.0)
+    );
+    assert_eq!(metric(&before, "tenantplane_backup_bytes "), Some(0.0));
+    let path = format!("/v1/tenants/{}/backups", t["id"].as_str().expect("id"));
+    let (s, b) = app.call("POST", &path, None);
+    assert_eq!(s, 201, "{b}");
+    let (s, v) = app.call(
+        "POST",
+        &format!("/v1/backups/{}/verify", b["id"].as_str().expect("id")),
+        None,
+    );
+    assert_eq!((s, v["state"].as_str()), (200, Some("verified")), "{v}");
+    let after = metrics(&app);
+    assert_eq!(
+        metric(&after, "tenantplane_backups{state=\"verified\"} "),
+        Some(1.0)
+    );
+    assert!(
+        metric(&after, "tenantplane_backup_bytes ").is_some_and(|n| n > 0.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "tenantplane_tenants_without_verified_backup "),
+        Some(0.0)
+    );
+    // Fresh: in the first bucket (a day), counted once.
+    assert_eq!(
+        metric(
+            &after,
+            "tenantplane_tenant_verified_backup_age_seconds_bucket{le=\"86400\"} "
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "tenantplane_tenant_verified_backup_age_seconds_count "
+        ),
+        Some(1.0)
+    );
+    // A schedule that fires every second shows how late its fire was decided.
+    let (s, v) = app.call(
+        "POST",
+        "/v1/schedules",
+        Some(json!({"name": "often", "cron": "* * * * * *", "job": "export-cleanup"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let lag = crate::common::wait_for("a fire time", std::time::Duration::from_secs(30), || {
+        metric(
+            &metrics(&app),
+            "tenantplane_schedule_lag_seconds{schedule=\"often\"} ",
+        )
+    });
+    assert!(lag >= 0.0, "{lag}");
+}

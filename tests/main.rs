@@ -17,6 +17,7 @@ mod plans_flags;
 mod processes;
 mod provisioning_failures;
 mod provisioning_sweep;
+mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
 mod schedules;

@@ -123,6 +123,14 @@ pub struct Spec {
     /// Higher runs first (-1000 to 1000, API default 0).
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
+    /// Back each tenant up (reason pre_migration) just before migrating it;
+    /// a tenant whose backup fails is not migrated.
+    #[arg(long)]
+    backup: bool,
+    /// Restore a tenant whose migration failed for good from that backup
+    /// (needs --backup; the API refuses it alone).
+    #[arg(long)]
+    restore_on_failure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -262,6 +270,12 @@ impl Spec {
         }
         if self.verify {
             opt("verify", Some(json!(true)));
+        }
+        if self.backup {
+            opt("backup", Some(json!(true)));
+        }
+        if self.restore_on_failure {
+            opt("restore_on_failure", Some(json!(true)));
         }
         if dry_run {
             opt("dry_run", Some(json!(true)));

@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text, from the control database.
 
 use actix_web::{get, web, HttpResponse};
-use tenantplane_rollout::metrics as snapshot;
+use tenantplane_control_db::metrics as snapshot;
 
 use crate::auth::Operator;
 use crate::error::{blocking, ApiError};

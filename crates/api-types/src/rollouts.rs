@@ -79,6 +79,17 @@ pub struct RolloutRequest {
     pub dry_run: Option<bool>,
     /// Higher runs first (plan upgrades use 100; default 0).
     pub priority: Option<i32>,
+    /// Back each tenant up (a `pre_migration` backup) inside its task just
+    /// before migrating it. A tenant whose backup cannot be taken is not
+    /// migrated: the attempt fails as transient and is retried. Tenants
+    /// already at the target get none; retries of a task reuse its backup.
+    /// Default false.
+    pub backup: Option<bool>,
+    /// Only with `backup: true` (refused otherwise): a tenant whose migration
+    /// failed for good is restored in place from its pre-migration backup
+    /// (after a `pre_restore` safety backup of the failed state). The task
+    /// still counts as failed in the failure budget. Default false.
+    pub restore_on_failure: Option<bool>,
 }
 
 /// Counts of tasks by state.
@@ -117,6 +128,10 @@ pub struct Rollout {
     pub failure_budget: FailureBudget,
     pub verify: bool,
     pub priority: i32,
+    /// Each tenant is backed up just before it is migrated.
+    pub backup: bool,
+    /// A tenant whose migration failed for good is restored from that backup.
+    pub restore_on_failure: bool,
     pub total: i32,
     pub counts: TaskCounts,
     /// Tenants finished per second so far.
@@ -187,6 +202,15 @@ pub struct TaskView {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<NaiveDateTime>,
     pub duration_ms: Option<i64>,
+    /// The `pre_migration` backup taken of the tenant for this task (rollouts
+    /// with `backup`; the task's retries reuse it). Null when none was taken:
+    /// no backup asked for, the tenant was skipped, or the backup failed.
+    pub backup_id: Option<String>,
+    /// The migration failed for good and the tenant was restored in place
+    /// from `backup_id` (`restore_on_failure`). False with a failed task
+    /// means no restore happened; `last_error` then says why when one was
+    /// asked for (nothing to undo, or the restore itself failed).
+    pub restored: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -97,6 +97,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        backup -> Bool,
+        restore_on_failure -> Bool,
     }
 }
 
@@ -122,6 +124,8 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         duration_ms -> Nullable<BigInt>,
+        backup_id -> Nullable<Text>,
+        restored -> Bool,
     }
 }
 

@@ -442,6 +442,8 @@ pub fn change(
             verify: None,
             dry_run: None,
             priority: Some(100),
+            backup: None,
+            restore_on_failure: None,
         };
         match rollouts::create(db, actor, req)? {
             Created::Rollout(r) => rollout = Some(r.id),

@@ -3,7 +3,6 @@
 //! failure budget. The decisions (wave sizes, the failure budget) are pure
 //! functions in `waves`; everything else reads and writes the control DB.
 
-pub mod metrics;
 pub mod rollouts;
 mod selection;
 pub mod tasks;

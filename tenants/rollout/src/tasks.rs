@@ -7,7 +7,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use tenantplane_control_db::states::TaskState;
-use tenantplane_fleet::tenant_run::Outcome;
+use tenantplane_fleet::tenant_run::{Outcome, TaskError};
 use tenantplane_jobs::backoff::{backoff, lease_expiry};
 use tenantplane_migrations::StepDirection;
 
@@ -33,6 +33,9 @@ pub struct ClaimedTask {
     pub max_attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
     pub to_version: Option<String>,
+    /// The pre-migration backup an earlier attempt of this task took.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub backup_id: Option<String>,
 }
 
 /// The rollout settings a task runs under.
@@ -42,6 +45,10 @@ pub struct TaskPolicy {
     pub timeout_s: i32,
     pub backoff_base_ms: i64,
     pub backoff_max_ms: i64,
+    /// Back the tenant up just before migrating it.
+    pub backup: bool,
+    /// Restore the tenant from that backup when its migration fails for good.
+    pub restore_on_failure: bool,
 }
 
 /// Candidates: a running rollout, a started wave, under the rollout's and the
@@ -60,7 +67,7 @@ UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2,
               AND x.state = 'running' AND x.lease_expires_at >= $3) < r.per_server_concurrency
     ORDER BY t.priority DESC, t.id
     LIMIT 1 {lock})
-RETURNING id, rollout_id, tenant_id, server_id, attempts, max_attempts, to_version";
+RETURNING id, rollout_id, tenant_id, server_id, attempts, max_attempts, to_version, backup_id";
 
 /// Serialises claims on PostgreSQL so the concurrency counts cannot race.
 const CLAIM_LOCK: i64 = 0x7465_6e61_6e74_0010;
@@ -138,6 +145,8 @@ pub fn claim(
             rollouts_t::timeout_s,
             rollouts_t::backoff_base_ms,
             rollouts_t::backoff_max_ms,
+            rollouts_t::backup,
+            rollouts_t::restore_on_failure,
         ))
         .first(&mut conn)?;
     Ok(Some((task, policy)))
@@ -160,17 +169,35 @@ pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> 
     .execute(&mut conn)?)
 }
 
+/// Whether a failed attempt goes back to `pending` (transient, attempts
+/// left) rather than failing the task.
+fn retried(task: &ClaimedTask, err: &TaskError) -> bool {
+    err.transient && task.attempts < task.max_attempts
+}
+
+/// Whether `complete` makes this outcome a failed task: a permanent error,
+/// or a transient one on the last attempt.
+pub fn fails_for_good(task: &ClaimedTask, outcome: &Outcome) -> bool {
+    outcome.error.as_ref().is_some_and(|e| !retried(task, e))
+}
+
 /// Records the outcome of a task this worker holds. The tenant's
-/// `schema_version` follows what the tenant database durably reached. Does
-/// nothing if the lease was lost (another worker took the task over).
+/// `schema_version` follows what the tenant database durably reached.
+/// `backup_id` is the pre-migration backup this attempt took or reused
+/// (`None` keeps what an earlier attempt recorded); it is written with the
+/// outcome, and a task going back to `pending` keeps it for its next
+/// attempt. Does nothing if the lease was lost (another worker took the
+/// task over).
 pub fn complete(
     db: &ControlDb,
     worker: &str,
     task: &ClaimedTask,
     policy: &TaskPolicy,
     outcome: &Outcome,
+    backup_id: Option<&str>,
     duration: Duration,
 ) -> Result<bool> {
+    let backup_id = backup_id.or(task.backup_id.as_deref());
     let mut conn = db.conn()?;
     let now = Utc::now().naive_utc();
     write_tx(&mut conn, None, |conn| {
@@ -237,10 +264,11 @@ pub fn complete(
                         tasks::lease_expires_at.eq(None::<NaiveDateTime>),
                         tasks::last_error.eq(None::<String>),
                         tasks::error_version.eq(None::<String>),
+                        tasks::backup_id.eq(backup_id),
                     ))
                     .execute(conn)?;
             }
-            Some(err) if err.transient && task.attempts < task.max_attempts => {
+            Some(err) if retried(task, err) => {
                 let delay = backoff(task.attempts, policy.backoff_base_ms, policy.backoff_max_ms);
                 let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 diesel::update(tasks::table.find(task.id))
@@ -252,6 +280,7 @@ pub fn complete(
                         tasks::lease_expires_at.eq(None::<NaiveDateTime>),
                         tasks::last_error.eq(Some(&err.message)),
                         tasks::error_version.eq(err.version.as_deref()),
+                        tasks::backup_id.eq(backup_id),
                     ))
                     .execute(conn)?;
             }
@@ -266,11 +295,104 @@ pub fn complete(
                         tasks::lease_expires_at.eq(None::<NaiveDateTime>),
                         tasks::last_error.eq(Some(&err.message)),
                         tasks::error_version.eq(err.version.as_deref()),
+                        tasks::backup_id.eq(backup_id),
                     ))
                     .execute(conn)?;
             }
         }
         advance(conn, &task.rollout_id)?;
         Ok(true)
+    })
+}
+
+/// Why restoring a failed task's pre-migration backup (taken at `taken`, of
+/// the tenant at `backup_version`) would be wrong, if it would: another task
+/// (or process) migrated the tenant since the backup began, so restoring it
+/// would undo their work too; or the tenant is still at the backup's version
+/// (the failed runs committed nothing, each step being all or nothing), so
+/// a restore would only throw away what the tenant wrote since. Read after
+/// `complete`, so the tenant's `schema_version` is what the run reached.
+pub fn restore_unneeded(
+    db: &ControlDb,
+    task: &ClaimedTask,
+    backup_version: Option<&str>,
+    taken: NaiveDateTime,
+) -> Result<Option<String>> {
+    let mut conn = db.conn()?;
+    let other: Option<Option<i64>> = migration_runs::table
+        .filter(migration_runs::tenant_id.eq(&task.tenant_id))
+        .filter(migration_runs::ran_at.ge(taken))
+        .filter(
+            migration_runs::task_id
+                .is_null()
+                .or(migration_runs::task_id.ne(task.id)),
+        )
+        .select(migration_runs::task_id)
+        .first(&mut conn)
+        .optional()?;
+    if let Some(other) = other {
+        let by = other.map_or_else(|| "another process".to_string(), |t| format!("task {t}"));
+        return Ok(Some(format!(
+            "{by} migrated the tenant after the backup was taken; restoring it would undo that too"
+        )));
+    }
+    let now: Option<String> = tenants::table
+        .find(&task.tenant_id)
+        .select(tenants::schema_version)
+        .first(&mut conn)?;
+    if now.as_deref() == backup_version {
+        return Ok(Some(format!(
+            "nothing to undo: the tenant is still at the backup's version {}",
+            backup_version.unwrap_or("(empty)")
+        )));
+    }
+    Ok(None)
+}
+
+/// What became of the restore a failed task's rollout asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreNote {
+    /// The tenant was restored in place from the task's backup.
+    Restored,
+    /// Not restored, and why (appended to `last_error`).
+    NotRestored(String),
+}
+
+/// Records on a failed task what became of its restore. A separate write
+/// after `complete`: a restore in place refuses tenants a task is migrating,
+/// so it runs once the task is `failed`. Does nothing if the task changed
+/// meanwhile (an operator's retry made it `pending` with no backup).
+pub fn record_restore(
+    db: &ControlDb,
+    task_id: i64,
+    backup_id: &str,
+    note: &RestoreNote,
+) -> Result<bool> {
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        let ours = || {
+            tasks::table
+                .filter(tasks::id.eq(task_id))
+                .filter(tasks::state.eq(TaskState::Failed.as_str()))
+                .filter(tasks::backup_id.eq(backup_id))
+        };
+        let n = match note {
+            RestoreNote::Restored => diesel::update(ours())
+                .set(tasks::restored.eq(true))
+                .execute(conn)?,
+            RestoreNote::NotRestored(why) => {
+                let last: Option<Option<String>> =
+                    ours().select(tasks::last_error).first(conn).optional()?;
+                let Some(last) = last else { return Ok(false) };
+                let text = match last {
+                    Some(e) => format!("{e}\nnot restored from backup {backup_id}: {why}"),
+                    None => format!("not restored from backup {backup_id}: {why}"),
+                };
+                diesel::update(ours())
+                    .set(tasks::last_error.eq(Some(text)))
+                    .execute(conn)?
+            }
+        };
+        Ok(n > 0)
     })
 }

@@ -62,6 +62,8 @@ fn rollout_to_head(s: &Settings) -> RolloutRequest {
         verify: None,
         dry_run: None,
         priority: None,
+        backup: None,
+        restore_on_failure: None,
     }
 }
 

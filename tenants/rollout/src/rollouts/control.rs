@@ -102,11 +102,16 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                         .filter(tasks::rollout_id.eq(id))
                         .filter(tasks::state.eq(TaskState::Failed.as_str())),
                 )
+                // A retried task takes a fresh pre-migration backup: the
+                // old one may be hours old (restoring it would lose what the
+                // tenant wrote since) or already restored.
                 .set((
                     tasks::state.eq(TaskState::Pending.as_str()),
                     tasks::attempts.eq(0),
                     tasks::next_attempt_at.eq(now),
                     tasks::finished_at.eq(None::<NaiveDateTime>),
+                    tasks::backup_id.eq(None::<String>),
+                    tasks::restored.eq(false),
                 ))
                 .execute(conn)?;
                 if n == 0 {

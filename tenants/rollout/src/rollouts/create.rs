@@ -92,6 +92,8 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             created_at: now,
             updated_at: now,
             finished_at: None,
+            backup: settings.backup,
+            restore_on_failure: settings.restore_on_failure,
         };
         diesel::insert_into(rollouts::table)
             .values(&row)
@@ -160,6 +162,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         let after = serde_json::json!({
             "target": row.target, "target_version": row.target_version,
             "selector": req.selector, "total": total,
+            "backup": row.backup, "restore_on_failure": row.restore_on_failure,
         });
         audit::record(
             conn,

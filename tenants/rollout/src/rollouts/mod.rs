@@ -54,4 +54,6 @@ pub struct RolloutRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
+    pub backup: bool,
+    pub restore_on_failure: bool,
 }

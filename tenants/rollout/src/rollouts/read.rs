@@ -77,6 +77,8 @@ fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
         timeout_s: r.timeout_s,
         verify: r.verify,
         priority: r.priority,
+        backup: r.backup,
+        restore_on_failure: r.restore_on_failure,
         total: r.total,
         counts,
         tenants_per_second: rate,
@@ -142,6 +144,8 @@ type TaskRow = (
     Option<NaiveDateTime>,
     Option<NaiveDateTime>,
     Option<i64>,
+    Option<String>,
+    bool,
 );
 
 fn task_view(r: TaskRow) -> TaskView {
@@ -162,6 +166,8 @@ fn task_view(r: TaskRow) -> TaskView {
         started_at,
         finished_at,
         duration_ms,
+        backup_id,
+        restored,
     ) = r;
     TaskView {
         id,
@@ -180,6 +186,8 @@ fn task_view(r: TaskRow) -> TaskView {
         started_at,
         finished_at,
         duration_ms,
+        backup_id,
+        restored,
     }
 }
 
@@ -216,6 +224,8 @@ pub fn tasks_page(
             tasks::started_at,
             tasks::finished_at,
             tasks::duration_ms,
+            tasks::backup_id,
+            tasks::restored,
         ))
         .into_boxed::<ControlBackend>();
     if let Some(s) = state {

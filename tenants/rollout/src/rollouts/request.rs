@@ -18,6 +18,10 @@ pub(super) struct Settings {
     pub(super) verify: bool,
     pub(super) priority: i32,
     pub(super) waves: Vec<WaveSpec>,
+    /// Back each tenant up just before migrating it.
+    pub(super) backup: bool,
+    /// Restore a tenant whose migration failed for good from that backup.
+    pub(super) restore_on_failure: bool,
 }
 
 impl Settings {
@@ -90,6 +94,13 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
     if !(-1000..=1000).contains(&priority) {
         return Err(Error::invalid("priority must be -1000 to 1000"));
     }
+    let backup = req.backup.unwrap_or(false);
+    let restore_on_failure = req.restore_on_failure.unwrap_or(false);
+    if restore_on_failure && !backup {
+        return Err(Error::invalid(
+            "restore_on_failure needs backup: true (it restores the backup taken just before the migration)",
+        ));
+    }
     Ok(Settings {
         target,
         concurrency,
@@ -101,5 +112,7 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         verify: req.verify.unwrap_or(false),
         priority,
         waves,
+        backup,
+        restore_on_failure,
     })
 }
