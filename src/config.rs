@@ -40,7 +40,7 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Seconds a claimed task stays with a worker that stopped heartbeating.
     pub worker_lease_s: u64,
-    /// Where backup artifacts go: `file:///dir` (default
+    /// Where backup artifacts go: `file:///dir` or `s3://bucket/prefix` (default
     /// `<data dir>/backups`). Shown redacted.
     pub backup_store: String,
 }

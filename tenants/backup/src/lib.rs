@@ -5,7 +5,7 @@
 //!
 //! Modules (edges = `use crate::…`, one way):
 //!
-//! - [`store`]: the [`ArtifactStore`] trait and the `file://` store;
+//! - [`store`]: the [`ArtifactStore`] trait, the `file://` and `s3://` stores;
 //! - [`manifest`]: the manifest, server kinds, row hashing;
 //! - `sqlite`, `postgres`: snapshot, load and measure per backend (→ manifest);
 //! - [`rows`]: the `backups` rows: reads, pin, delete (→ manifest, store);

@@ -8,4 +8,5 @@ mod concurrent;
 mod jobs;
 mod restores;
 mod retention;
+mod s3;
 mod support;

@@ -1,135 +1,16 @@
-//! Where artifacts live: a small object-store interface ([`ArtifactStore`])
-//! and its file-system implementation ([`FileStore`], `file://<dir>`).
-//!
-//! Keys are store-relative and URL-safe (`tenants/<tenant id>/<backup
-//! id>.sqlite.gz`), so the same keys serve an S3 bucket behind the same trait
-//! later. Every write is all-or-nothing: a reader sees the whole object or
-//! none.
+//! The file-system store: artifacts as files under a directory
+//! (`file://<dir>`).
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tenantplane_fleet::urls::redact_url;
+use super::{check_key, ArtifactStore, StoreError, StoredObject};
 
 /// Prefix of the temporary files a [`FileStore`] writes before renaming them
 /// into place; never a valid key segment (keys do not start with a dot).
 const TEMP_PREFIX: &str = ".tp-tmp-";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("invalid artifact key {0:?}: segments of letters, digits, '.', '_', '-' separated by '/', none starting with '.'")]
-    InvalidKey(String),
-    #[error("artifact {0} is not in the store")]
-    NotFound(String),
-    #[error("unsupported backup store {0}: only file:// for now")]
-    Unsupported(String),
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl StoreError {
-    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
-        let what = what.into();
-        move |source| StoreError::Io { what, source }
-    }
-
-    /// The domain error for this failure while `doing` something for
-    /// `tenant` (the I/O error stays the source).
-    pub fn for_tenant(self, tenant: &str, doing: &str) -> tenantplane_control_db::Error {
-        use tenantplane_control_db::{DbError, Error};
-        match self {
-            StoreError::Io { what, source } => {
-                Error::tenant_db(tenant, format!("{doing}: {what}"), DbError::Io(source))
-            }
-            StoreError::NotFound(key) => Error::not_found("artifact", key),
-            other => Error::invalid(other.to_string()),
-        }
-    }
-
-    /// A retry may cure it (by the I/O error's kind).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// One object in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredObject {
-    pub key: String,
-    pub size: u64,
-    pub modified: SystemTime,
-}
-
-/// An artifact store. Object-safe: callers hold `&dyn ArtifactStore` or an
-/// `Arc<dyn ArtifactStore>`.
-pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
-    /// The store's URL with any credentials hidden, for logs and answers.
-    fn url(&self) -> String;
-    /// Stores the local file under `key`, durably, replacing what was there.
-    fn put(&self, key: &str, local: &Path) -> Result<(), StoreError>;
-    /// Copies the object to the local file `dest`.
-    fn get(&self, key: &str, dest: &Path) -> Result<(), StoreError>;
-    /// Removes the object; a missing object is not an error.
-    fn delete(&self, key: &str) -> Result<(), StoreError>;
-    fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    /// Every object whose key starts with `prefix`, sorted by key.
-    fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError>;
-    /// Removes what interrupted writes left behind (temporary files,
-    /// unfinished uploads) older than `older_than`; returns how many.
-    fn remove_incomplete(&self, older_than: Duration) -> Result<usize, StoreError> {
-        let _ = older_than;
-        Ok(0)
-    }
-}
-
-/// Checks a key: non-empty `/`-separated segments of `[A-Za-z0-9._-]`, none
-/// starting with `.` (so no `..`, no hidden or temporary names).
-pub fn check_key(key: &str) -> Result<(), StoreError> {
-    let ok = !key.is_empty()
-        && key.len() <= 512
-        && key.split('/').all(|seg| {
-            !seg.is_empty()
-                && !seg.starts_with('.')
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidKey(key.to_string()))
-    }
-}
-
-/// Opens the store a URL names: `file:///abs/dir` (or a plain path).
-pub fn open(url: &str) -> Result<Arc<dyn ArtifactStore>, StoreError> {
-    if let Some(path) = url.strip_prefix("file://") {
-        return Ok(Arc::new(FileStore::new(path)?));
-    }
-    if url.contains("://") {
-        return Err(StoreError::Unsupported(redact_url(url)));
-    }
-    Ok(Arc::new(FileStore::new(url)?))
-}
-
-/// The default store: `<data dir>/backups`.
-pub fn default_url(data_dir: &Path) -> String {
-    let dir = std::path::absolute(data_dir.join("backups")).unwrap_or(data_dir.join("backups"));
-    format!("file://{}", dir.display())
-}
 
 /// Artifacts as files under a directory: `<root>/<key>`.
 #[derive(Debug, Clone)]
@@ -329,28 +210,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_url_safe_relative_paths() {
-        for ok in ["a", "tenants/0b9e/1f2d.sqlite.gz", "x_y-z.1/2"] {
-            assert!(check_key(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "/abs",
-            "a//b",
-            "../up",
-            "a/../b",
-            ".hidden",
-            "a/.tp-tmp-1-x",
-            "sp ace",
-            "q?x",
-            "é",
-            "a\\b",
-        ] {
-            assert!(check_key(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn file_store_puts_gets_lists_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("store")).unwrap();
@@ -395,17 +254,5 @@ mod tests {
         assert!(!store.exists("tenants/t1/a.sqlite.gz").unwrap());
         assert!(store.put("../escape", &local).is_err());
         assert_eq!(store.url(), format!("file://{}", store.root().display()));
-    }
-
-    #[test]
-    fn only_file_urls_for_now_and_no_credentials_in_errors() {
-        let err = open("s3://key:secret@bucket/prefix")
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("secret"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let url = default_url(dir.path());
-        assert!(url.ends_with("/backups"));
-        assert!(open(&url).is_ok());
     }
 }
