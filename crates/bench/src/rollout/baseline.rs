@@ -139,7 +139,7 @@ pub(super) fn run(
         let line = line.context("reading the diesel CLI output")?;
         if line.starts_with("Running migration") {
             ran += 1;
-            if steps > 0 && ran % steps == 0 {
+            if steps > 0 && ran.is_multiple_of(steps) {
                 progress.update(ran / steps);
             }
         }
