@@ -75,6 +75,11 @@ fn openapi_documents_every_route() {
         ("/v1/backups/{id}/pin", "put"),
         ("/v1/backups/{id}/pin", "delete"),
         ("/v1/backups/{id}/restore", "post"),
+        ("/v1/tenant/exports", "post"),
+        ("/v1/tenant/exports/{id}", "get"),
+        ("/v1/exports/download/{token}", "get"),
+        ("/v1/tenants/{id}/exports", "post"),
+        ("/v1/tenants/{id}/exports/{export_id}", "get"),
     ];
     for (path, method) in expected {
         assert!(

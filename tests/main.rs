@@ -13,6 +13,7 @@ mod backups;
 mod cli_flags;
 mod cli_rollout;
 mod error_kinds;
+mod exports;
 mod plans_flags;
 mod processes;
 mod provisioning_failures;

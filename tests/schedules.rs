@@ -17,7 +17,7 @@ use tenantplane_control_db::{Actor, ControlDb};
 use tenantplane_jobs::schedules::{self as sched, Fire, NewSchedule};
 use tenantplane_jobs::{Job, JobContext, JobError, Registry, Runner, RunnerConfig};
 
-use crate::common::{call_raw, error_code, wait_for, App, TestPg};
+use crate::common::{call_raw, error_code, wait_for, App, AppOptions, TestPg};
 
 fn schedule_names(app: &App) -> Vec<String> {
     let (s, v) = app.call("GET", "/v1/schedules", None);
@@ -201,7 +201,11 @@ fn schedules_through_the_api_refuse_bad_input_and_change_nothing() {
 
 #[test]
 fn the_runs_view_shows_each_fire_time_with_its_job() {
-    let app = App::start();
+    // The API alone: no worker runs the job, so it stays pending.
+    let app = App::start_with(AppOptions {
+        command: vec!["api".into()],
+        ..AppOptions::default()
+    });
     let (s, v) = app.call(
         "POST",
         "/v1/schedules",
@@ -209,8 +213,8 @@ fn the_runs_view_shows_each_fire_time_with_its_job() {
     );
     assert_eq!(s, 201, "{v}");
     // A scheduler in this test process on the app's control DB; no worker
-    // runs `export-cleanup` jobs yet (exports are still to come), so the
-    // first one stays pending and the later fire times are skipped.
+    // runs (the app is `api` only), so the first `export-cleanup` job stays
+    // pending and the later fire times are skipped.
     let db = ControlDb::open(&format!(
         "sqlite://{}",
         app.data_dir.join("control.db").display()

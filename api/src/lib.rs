@@ -65,6 +65,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::tenant::me)
     .service(routes::tenant::preview)
     .service(routes::tenant::change_plan)
+    .service(routes::exports::tenant_request)
+    .service(routes::exports::tenant_get)
+    .service(routes::exports::download)
     .service(routes::health::healthz)
     .service(routes::health::readyz)
     .service(openapi::openapi_json)
@@ -110,7 +113,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::backups::pin)
     .service(routes::backups::unpin)
     .service(routes::backups::remove)
-    .service(routes::backups::restore);
+    .service(routes::backups::restore)
+    .service(routes::exports::create)
+    .service(routes::exports::get);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

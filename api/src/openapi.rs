@@ -72,6 +72,11 @@ impl Modify for BearerAuth {
         routes::backups::unpin,
         routes::backups::remove,
         routes::backups::restore,
+        routes::exports::tenant_request,
+        routes::exports::tenant_get,
+        routes::exports::download,
+        routes::exports::create,
+        routes::exports::get,
     ),
     modifiers(&BearerAuth)
 )]

@@ -157,6 +157,11 @@ pub fn enqueue_housekeeping(db: &ControlDb, period: std::time::Duration) -> Resu
         enqueue_at(conn, &TrialSweep { due: Some(due) }, due)?;
         enqueue_at(conn, &PruneJobs { due: Some(hourly) }, hourly)?;
         enqueue_at(conn, &BackupSweep { due: Some(hourly) }, hourly)?;
+        enqueue_at(
+            conn,
+            &tenantplane_backup::export::ExpireExports { due: Some(hourly) },
+            hourly,
+        )?;
         Ok(())
     })
 }

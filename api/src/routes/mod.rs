@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod backups;
+pub mod exports;
 pub mod features;
 pub mod health;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! calls once at start (a job's payload and context carry only the control
 //! database).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -24,24 +24,7 @@ use crate::rows::Reason;
 use crate::store::ArtifactStore;
 use crate::verify::verify;
 
-static STORE: RwLock<Option<Arc<dyn ArtifactStore>>> = RwLock::new(None);
-
-/// Sets the store the backup jobs of this process use (replacing any
-/// earlier one).
-pub fn install_store(store: Arc<dyn ArtifactStore>) {
-    match STORE.write() {
-        Ok(mut s) => *s = Some(store),
-        Err(poisoned) => *poisoned.into_inner() = Some(store),
-    }
-}
-
-/// The store [`install_store`] set.
-pub fn installed_store() -> Option<Arc<dyn ArtifactStore>> {
-    match STORE.read() {
-        Ok(s) => s.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
+pub use crate::store::{install as install_store, installed as installed_store};
 
 #[derive(Debug, thiserror::Error)]
 #[error("no backup store is installed in this worker (tenantplane_backup::jobs::install_store)")]
@@ -58,6 +41,8 @@ pub fn register(r: &mut Registry) -> &mut Registry {
         .register::<ScheduledBackup>()
         .register::<ScheduledVerify>()
         .register::<ScheduledRetention>()
+        .register::<crate::export::ExportJob>()
+        .register::<crate::export::ExpireExports>()
 }
 
 /// Takes one backup of one tenant. At most one is queued per tenant.

@@ -5,15 +5,18 @@
 //!
 //! Modules (edges = `use crate::…`, one way):
 //!
-//! - [`store`]: the [`ArtifactStore`] trait, the `file://` and `s3://` stores;
+//! - [`store`]: the [`ArtifactStore`] trait, the `file://` and `s3://` stores,
+//!   and the store this process's jobs use (`store::install`);
 //! - [`manifest`]: the manifest, server kinds, row hashing;
 //! - `sqlite`, `postgres`: snapshot, load and measure per backend (→ manifest);
 //! - [`rows`]: the `backups` rows: reads, pin, delete (→ manifest, store);
 //! - [`backup`]: taking a backup, the sweep (→ rows, store, sqlite, postgres);
 //! - [`verify`]: checking a backup (→ backup, rows, sqlite, postgres);
 //! - [`restore`]: in place or as a new tenant (→ backup, verify, rows);
-//! - [`jobs`]: the job kinds and the scheduled fan-outs (→ backup, verify,
-//!   rows);
+//! - [`export`]: tenant data exports (zips of JSON/CSV files per table),
+//!   their download tokens and their jobs (→ backup, store);
+//! - [`jobs`]: the job kinds, their registration and the scheduled fan-outs
+//!   (→ backup, verify, rows, export, store);
 //! - [`retention`]: the retention policy, the decision per tenant (a pure
 //!   function), applying it, the API's entry point, and the `retention`
 //!   job's run (→ jobs, rows, store).
@@ -22,6 +25,7 @@
 //! them on a blocking thread, the worker in its job threads.
 
 pub mod backup;
+pub mod export;
 pub mod jobs;
 pub mod manifest;
 mod postgres;

@@ -62,8 +62,9 @@ use tenantplane_control_db::states::BackupState;
 use tenantplane_fleet::registry;
 use tenantplane_jobs::{Job, JobContext, JobError};
 
-use crate::jobs::{installed_store, select_tenants, ScheduledRetention};
+use crate::jobs::{select_tenants, ScheduledRetention};
 use crate::rows;
+use crate::store::installed as installed_store;
 use crate::store::ArtifactStore;
 
 /// The largest count a policy rule takes.

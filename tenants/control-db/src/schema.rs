@@ -203,6 +203,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     backups,
     schedules,
     schedule_runs,
+    exports,
 );
 
 diesel::table! {
@@ -279,3 +280,23 @@ diesel::table! {
 
 diesel::joinable!(schedule_runs -> schedules (schedule_id));
 diesel::joinable!(schedule_runs -> jobs (job_id));
+
+diesel::table! {
+    exports (id) {
+        id -> Text,
+        tenant_id -> Text,
+        state -> Text,
+        format -> Text,
+        requested_by -> Text,
+        artifact -> Text,
+        size_bytes -> Nullable<BigInt>,
+        sha256 -> Nullable<Text>,
+        token_hash -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        ready_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(exports -> tenants (tenant_id));

@@ -134,6 +134,19 @@ states! {
     }
 }
 
+states! {
+    /// A tenant data export (`exports` table): `requested` (its job is
+    /// queued), `ready` (the zip is in the store and may be downloaded until
+    /// `expires_at`), `failed` (the job gave up; `error` says why), `expired`
+    /// (past `expires_at`; the file is deleted).
+    ExportState {
+        Requested => "requested",
+        Ready => "ready",
+        Failed => "failed",
+        Expired => "expired",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

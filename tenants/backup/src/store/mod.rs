@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tenantplane_fleet::urls::redact_url;
@@ -184,6 +184,27 @@ pub fn open(url: &str) -> Result<Arc<dyn ArtifactStore>, StoreError> {
 pub fn default_url(data_dir: &Path) -> String {
     let dir = std::path::absolute(data_dir.join("backups")).unwrap_or(data_dir.join("backups"));
     format!("file://{}", dir.display())
+}
+
+/// The store this process's jobs use: a job's payload and context carry
+/// only the control database, so the worker installs the store once at start.
+static STORE: RwLock<Option<Arc<dyn ArtifactStore>>> = RwLock::new(None);
+
+/// Sets the store the backup jobs of this process use (replacing any
+/// earlier one).
+pub fn install(store: Arc<dyn ArtifactStore>) {
+    match STORE.write() {
+        Ok(mut s) => *s = Some(store),
+        Err(poisoned) => *poisoned.into_inner() = Some(store),
+    }
+}
+
+/// The store [`install`] set.
+pub fn installed() -> Option<Arc<dyn ArtifactStore>> {
+    match STORE.read() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }
 
 #[cfg(test)]

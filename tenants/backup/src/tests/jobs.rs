@@ -40,6 +40,8 @@ fn jobs_back_up_and_verify_the_selected_tenants() {
             "backup",
             "backup.tenant",
             "backup.verify",
+            "export-cleanup",
+            "export.tenant",
             "retention",
             "verify"
         ]
