@@ -189,7 +189,10 @@ pub fn create_by(
         Ok(manifest) => {
             tracing::info!(backup_id = %id, tenant_id = %at.tenant.id, size = manifest.artifact.size_bytes,
                 schema_version = ?manifest.schema_version, ms = started.elapsed().as_millis() as u64, "backup completed");
-            rows::get(db, &id)
+            // On the connection already held: a second one from the pool
+            // per backup would exhaust it with as many backups at once as
+            // pooled connections.
+            Ok(rows::find(&mut conn, &id)?.into())
         }
         Err(err) => {
             let text = report(&err);

@@ -152,7 +152,8 @@ pub fn verify(db: &ControlDb, store: &dyn ArtifactStore, backup_id: &str) -> Res
             tracing::warn!(backup_id, tenant_id = %row.tenant_id, finding = %finding, "backup failed verification");
         }
     }
-    rows::get(db, backup_id)
+    // On the connection already held (see `backup::create_by`).
+    Ok(rows::find(&mut conn, backup_id)?.into())
 }
 
 /// Unpacks into a temporary file (integrity check included) and compares.
