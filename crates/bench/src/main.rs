@@ -1,6 +1,7 @@
 //! tenantplane-bench: the benchmarks, each against a baseline measured in the
 //! same run. See `docs/benchmarks.md` and `docs/benchmark-flags.md`.
 
+mod backup;
 mod cpu_meter;
 mod flags;
 mod rollout;
@@ -29,6 +30,9 @@ enum Command {
     /// GET /v1/tenant/features under wrk, in memory against a control-DB
     /// read per request.
     Flags(flags::FlagsArgs),
+    /// Backups of every tenant with the backup engine against a loop of
+    /// `pg_dump -Fc` / `sqlite3 .backup`, then the restore drill.
+    Backup(backup::BackupArgs),
 }
 
 /// Logs at `warn` unless `TENANTPLANE_LOG` says otherwise: the API's
@@ -50,5 +54,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Rollout(args) => rollout::run(args),
         Command::Flags(args) => flags::run(args),
+        Command::Backup(args) => backup::run(args),
     }
 }
