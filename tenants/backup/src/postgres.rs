@@ -147,6 +147,21 @@ fn schema_oid(schema: &str) -> String {
     )
 }
 
+/// `FROM` clause of the relations (alias `c`) of the schema whose oid
+/// expression is `ns`, found through `pg_depend`'s index on the schema
+/// (every relation records a normal dependency on its schema). A plain
+/// `pg_class WHERE relnamespace = …` has no index to use and reads the whole
+/// catalog: with 1,000 tenant schemas that was ~128,000 rows per query and
+/// made backing up every tenant quadratic in the fleet.
+fn relations_of(ns: &str) -> String {
+    format!(
+        "pg_depend d JOIN pg_class c ON c.oid = d.objid \
+         WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = {ns} \
+           AND d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.deptype = 'n' \
+           AND c.relnamespace = {ns}"
+    )
+}
+
 fn parse_list(v: Option<String>) -> Vec<String> {
     v.and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok())
         .unwrap_or_default()
@@ -177,9 +192,9 @@ fn tables(pg: &mut RawPg, schema: &str) -> Result<Vec<TableInfo>, DbError> {
              WHERE i.indrelid = c.oid AND i.indisprimary)::text,
            (SELECT json_agg(DISTINCT p.relname::text) FROM pg_constraint f JOIN pg_class p ON p.oid = f.confrelid
              WHERE f.conrelid = c.oid AND f.contype = 'f' AND p.relnamespace = c.relnamespace AND p.oid <> c.oid)::text
-         FROM pg_class c
-         WHERE c.relnamespace = {ns} AND c.relkind = 'r'
-         ORDER BY c.relname"
+         FROM {from} AND c.relkind = 'r'
+         ORDER BY c.relname",
+        from = relations_of(&ns)
     ))?;
     let mut infos: Vec<TableInfo> = rows
         .into_iter()
@@ -215,8 +230,8 @@ fn tables(pg: &mut RawPg, schema: &str) -> Result<Vec<TableInfo>, DbError> {
 fn sequences(pg: &mut RawPg, schema: &str) -> Result<BTreeMap<String, SequenceState>, DbError> {
     let names: Vec<String> = pg
         .query(&format!(
-            "SELECT relname::text FROM pg_class WHERE relnamespace = {} AND relkind = 'S' ORDER BY 1",
-            schema_oid(schema)
+            "SELECT c.relname::text FROM {} AND c.relkind = 'S' ORDER BY 1",
+            relations_of(&schema_oid(schema))
         ))?
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
@@ -440,10 +455,11 @@ pub(crate) fn load(place: &PgPlace, artifact: &Path, version: Option<&str>) -> R
     // artifact already holds: off while loading, back on afterwards.
     let triggers = pg
         .query(&format!(
-            "SELECT c.relname::text, t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-              WHERE c.relnamespace = {} AND NOT t.tgisinternal AND t.tgenabled = 'O'
+            "SELECT r.relname::text, t.tgname::text FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+              WHERE r.oid IN (SELECT c.oid FROM {} AND c.relkind = 'r')
+                AND NOT t.tgisinternal AND t.tgenabled = 'O'
               ORDER BY 1, 2",
-            schema_oid(&place.schema)
+            relations_of(&schema_oid(&place.schema))
         ))
         .map_err(db("cannot list the triggers"))?;
     let toggle = |on: bool| -> String {
@@ -587,8 +603,8 @@ pub(crate) fn load(place: &PgPlace, artifact: &Path, version: Option<&str>) -> R
     let mut finish = toggle(true);
     let matviews = pg
         .query(&format!(
-            "SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = {} AND c.relkind = 'm' AND c.relispopulated ORDER BY 1",
-            schema_oid(&place.schema)
+            "SELECT c.relname::text FROM {} AND c.relkind = 'm' AND c.relispopulated ORDER BY 1",
+            relations_of(&schema_oid(&place.schema))
         ))
         .map_err(db("cannot list the materialized views"))?;
     for m in matviews
