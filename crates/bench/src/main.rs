@@ -2,6 +2,7 @@
 //! same run. See `docs/benchmarks.md` and `docs/benchmark-flags.md`.
 
 mod backup;
+mod control_rows;
 mod cpu_meter;
 mod flags;
 mod rollout;

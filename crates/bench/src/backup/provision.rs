@@ -11,73 +11,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use chrono::{NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use tenantplane_control_db::db::write_tx;
-use tenantplane_control_db::schema::tenants;
-use tenantplane_control_db::{ControlConnection, ControlDb};
+use tenantplane_control_db::ControlDb;
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::{TenantConnection, TenantDbLocation};
 use uuid::Uuid;
 
 use super::Settings;
-
-/// Tenant rows inserted per statement.
-const CHUNK: usize = 500;
-
-#[derive(Insertable)]
-#[diesel(table_name = tenants)]
-struct BenchTenant {
-    id: String,
-    slug: String,
-    name: String,
-    status: &'static str,
-    server_id: String,
-    schema_version: &'static str,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-/// Inserts the control rows (status `active`, at head), CHUNK per statement.
-fn insert_tenants(
-    db: &ControlDb,
-    server: &DatabaseServer,
-    head: &'static str,
-    ids: &[Uuid],
-) -> Result<()> {
-    let now = Utc::now().naive_utc();
-    for (c, chunk) in ids.chunks(CHUNK).enumerate() {
-        let rows: Vec<BenchTenant> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let n = c * CHUNK + i + 1;
-                BenchTenant {
-                    id: id.to_string(),
-                    slug: format!("bench-{n:07}"),
-                    name: format!("Bench shop {n}"),
-                    status: "active",
-                    server_id: server.id.clone(),
-                    schema_version: head,
-                    created_at: now,
-                    updated_at: now,
-                }
-            })
-            .collect();
-        let mut conn = db.conn()?;
-        write_tx(&mut conn, None, |c| {
-            let insert = diesel::insert_into(tenants::table).values(&rows);
-            match c {
-                ControlConnection::Sqlite(c) => insert.execute(c)?,
-                ControlConnection::Postgres(c) => insert.execute(c)?,
-            };
-            Ok(())
-        })
-        .context("inserting tenant rows")?;
-    }
-    Ok(())
-}
+use crate::control_rows::insert_tenants;
 
 /// Creates one tenant database at head with the fixture loaded at phase 0.
 fn make_tenant(s: &Settings, location: &TenantDbLocation, fixture: &str) -> Result<()> {
@@ -174,6 +115,6 @@ pub(super) fn tenants(
             })?;
         }
     }
-    insert_tenants(db, server, s.head, &ids)?;
+    insert_tenants(db, server, s.head, 0, &ids)?;
     Ok(ids)
 }

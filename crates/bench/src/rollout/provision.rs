@@ -6,12 +6,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use chrono::{NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use tenantplane_control_db::db::write_tx;
-use tenantplane_control_db::schema::tenants;
-use tenantplane_control_db::{ControlConnection, ControlDb};
+use tenantplane_control_db::ControlDb;
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::{self, TenantConnection, TenantDbLocation};
 use uuid::Uuid;
@@ -19,58 +15,10 @@ use uuid::Uuid;
 use super::progress::Progress;
 use super::scratch::Scratch;
 use super::Settings;
+use crate::control_rows::insert_tenants;
 
-/// Tenant rows inserted per statement, and tenants provisioned per batch.
+/// Tenants provisioned per batch.
 const CHUNK: usize = 500;
-
-#[derive(Insertable)]
-#[diesel(table_name = tenants)]
-struct BenchTenant {
-    id: String,
-    slug: String,
-    name: String,
-    status: &'static str,
-    server_id: String,
-    schema_version: &'static str,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-/// Inserts the control rows of provisioned tenants (status `active`, at
-/// phase 0), in one statement.
-fn insert_tenants(
-    db: &ControlDb,
-    server: &DatabaseServer,
-    phase0: &'static str,
-    first: usize,
-    ids: &[Uuid],
-) -> Result<()> {
-    let now = Utc::now().naive_utc();
-    let rows: Vec<BenchTenant> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| BenchTenant {
-            id: id.to_string(),
-            slug: format!("bench-{:07}", first + i + 1),
-            name: format!("Bench shop {}", first + i + 1),
-            status: "active",
-            server_id: server.id.clone(),
-            schema_version: phase0,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
-    let mut conn = db.conn()?;
-    write_tx(&mut conn, None, |c| {
-        let insert = diesel::insert_into(tenants::table).values(&rows);
-        match c {
-            ControlConnection::Sqlite(c) => insert.execute(c)?,
-            ControlConnection::Postgres(c) => insert.execute(c)?,
-        };
-        Ok(())
-    })
-    .context("inserting tenant rows")
-}
 
 /// Provisions `total` databases in batches of [`CHUNK`]: `make` creates one
 /// database on one of the `workers` (one thread each); `after` sees each
