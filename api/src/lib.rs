@@ -106,6 +106,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::schedules::update)
     .service(routes::schedules::remove)
     .service(routes::schedules::runs)
+    .service(routes::backups::retention)
     .service(routes::backups::create)
     .service(routes::backups::list)
     .service(routes::backups::get)

@@ -12,6 +12,7 @@ pub mod exports;
 pub mod features;
 pub mod flags;
 pub mod plans;
+pub mod retention;
 pub mod rollouts;
 pub mod schedules;
 pub mod servers;
