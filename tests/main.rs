@@ -9,6 +9,7 @@
 mod common;
 
 mod api_contract;
+mod backup_kills;
 mod backups;
 mod cli_flags;
 mod cli_rollout;

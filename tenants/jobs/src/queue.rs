@@ -317,6 +317,36 @@ pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> 
     .execute(&mut conn)?)
 }
 
+/// Moves a job that has not started yet to `run_at`. A guard job whose
+/// owner is alive keeps it in the future this way (see the restore guard in
+/// the backup crate). `false`: the job already started or is gone.
+pub fn postpone(conn: &mut ControlConnection, id: i64, run_at: NaiveDateTime) -> Result<bool> {
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(JobState::Pending.as_str())),
+    )
+    .set((
+        jobs::run_at.eq(run_at.trunc_subsecs(6)),
+        jobs::updated_at.eq(Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Deletes a job that has not started yet: the work it stood by for was
+/// done by its owner (in the caller's transaction, with that work's
+/// record). `false`: it already started or is gone.
+pub fn withdraw(conn: &mut ControlConnection, id: i64) -> Result<bool> {
+    let n = diesel::delete(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(JobState::Pending.as_str())),
+    )
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
 /// Marks a job `worker` holds as succeeded. `false`: the lease was lost
 /// (another worker took the job over) and nothing was written.
 pub fn complete(db: &ControlDb, worker: &str, id: i64) -> Result<bool> {
