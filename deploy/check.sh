@@ -71,7 +71,7 @@ import yaml
 work, overlays = sys.argv[1], sys.argv[2:]
 errors = []
 PRESTOP_MAX_S = 10
-SHUTDOWN_GRACE_S = 30  # TENANTPLANE_SHUTDOWN_GRACE_S default (issue 14)
+SHUTDOWN_GRACE_S = 30  # TENANTPLANE_SHUTDOWN_GRACE_S (its default, and config.env)
 
 for overlay in overlays:
     with open(f"{work}/{overlay}.yaml") as f:

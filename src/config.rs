@@ -20,6 +20,7 @@ struct FileConfig {
     worker_threads: Option<usize>,
     worker_lease_s: Option<u64>,
     backup_store: Option<String>,
+    shutdown_grace_s: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct Config {
     /// Where backup artifacts go: `file:///dir` or `s3://bucket/prefix` (default
     /// `<data dir>/backups`). Shown redacted.
     pub backup_store: String,
+    /// Seconds a stopping process (SIGTERM) gives requests, tenant runs and
+    /// jobs in flight before it hands the unfinished ones back; keep it below
+    /// Kubernetes' `terminationGracePeriodSeconds`.
+    pub shutdown_grace_s: u64,
 }
 
 impl fmt::Debug for Config {
@@ -61,6 +66,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("worker_threads", &self.worker_threads)
             .field("worker_lease_s", &self.worker_lease_s)
+            .field("shutdown_grace_s", &self.shutdown_grace_s)
             .field(
                 "backup_store",
                 &tenantplane_fleet::urls::redact_url(&self.backup_store),
@@ -133,6 +139,7 @@ impl Config {
                 None
             };
         let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
+        let shutdown_grace_s = number("TENANTPLANE_SHUTDOWN_GRACE_S", file.shutdown_grace_s, 30)?;
         let backup_store = env("TENANTPLANE_BACKUP_STORE")
             .or(file.backup_store)
             .unwrap_or_else(|| tenantplane_backup::store::default_url(&data_dir));
@@ -145,6 +152,21 @@ impl Config {
             worker_threads,
             worker_lease_s,
             backup_store,
+            shutdown_grace_s,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example holds only keys this version reads.
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../deploy/tenantplane.example.toml");
+        let parsed: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(parsed.shutdown_grace_s, Some(30));
+        assert_eq!(parsed.worker_lease_s, Some(30));
     }
 }

@@ -23,4 +23,5 @@ mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
 mod schedules;
+mod shutdown;
 mod tenants_lifecycle;

@@ -10,7 +10,9 @@ pub mod request_id;
 pub mod routes;
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpRequest, HttpServer};
 use tenantplane_access::tokens::OperatorTokens;
@@ -31,6 +33,40 @@ pub struct AppState {
     pub flags: FlagCache,
     /// Where backup artifacts are stored (`backup_store` in the config).
     pub backups: Arc<dyn ArtifactStore>,
+    pub shutdown: Shutdown,
+}
+
+/// The process is stopping: long-lived responses (event streams) end with a
+/// reconnect hint, and the server gives requests in flight `grace` to
+/// finish.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    pub grace: Duration,
+}
+
+impl Shutdown {
+    pub fn new(grace: Duration) -> Shutdown {
+        Shutdown {
+            flag: Arc::new(AtomicBool::new(false)),
+            grace,
+        }
+    }
+
+    pub fn begin(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_begun(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for Shutdown {
+    /// 30 s, below Kubernetes' default `terminationGracePeriodSeconds`.
+    fn default() -> Self {
+        Shutdown::new(Duration::from_secs(30))
+    }
 }
 
 impl AppState {
@@ -133,6 +169,7 @@ pub fn server(
     state: AppState,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let grace = state.shutdown.grace.as_secs().max(1);
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -142,7 +179,10 @@ pub fn server(
             .default_service(web::to(no_route))
     })
     .workers(workers)
+    // The binary handles SIGTERM itself (it also stops the worker) and
+    // calls the server handle's graceful stop.
     .disable_signals()
+    .shutdown_timeout(grace)
     .listen(listener)?
     .run();
     Ok(server)
