@@ -15,6 +15,7 @@ mod cli_flags;
 mod cli_rollout;
 mod error_kinds;
 mod exports;
+mod hardening;
 mod plans_flags;
 mod processes;
 mod provisioning_failures;

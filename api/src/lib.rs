@@ -8,6 +8,7 @@ pub mod error;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
+mod text_guard;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +175,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(text_guard::middleware))
             .wrap(middleware::from_fn(request_id::middleware))
             .configure(configure)
             .default_service(web::to(no_route))
