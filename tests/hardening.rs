@@ -223,3 +223,77 @@ fn twenty_concurrent_plan_changes_queue_one_upgrade_on_postgres() {
     let Some(pg) = TestPg::new() else { return };
     one_upgrade_for_many_changes(&App::start_with_control(Some(pg.url())));
 }
+
+#[test]
+fn limits_and_plan_fallback_cycles_are_refused() {
+    let app = App::start();
+    let t = create_tenant(&app, "limit-shop", json!({}));
+    let cases = [
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"all": true}, "waves": [{"name": "x".repeat(10_000), "count": 1}]}),
+            "a name is at most 64",
+        ),
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"all": true}, "waves": vec![json!({"count": 1}); 10_000]}),
+            "at most 100",
+        ),
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"tenants": vec!["shop"; 10_001]}}),
+            "at most 10000",
+        ),
+        (
+            "PUT",
+            format!("/v1/tenants/{t}/features/branding"),
+            json!({"enabled": true, "expires_at": "9999-12-31T00:00:00Z"}),
+            "at most 10 years",
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let (s, e) = app.call(method, &path, Some(body));
+        assert_eq!(
+            (s, error_code(&e)),
+            (422, "invalid".to_string()),
+            "{path}: {e}"
+        );
+        assert!(
+            e["error"]["message"].as_str().unwrap_or("").contains(want),
+            "{path}: {e}"
+        );
+    }
+    let (_, list) = app.call("GET", "/v1/rollouts", None);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "nothing created: {list}"
+    );
+
+    // free → pro → free would leave an ended trial nowhere to land.
+    let (s, free) = app.call("GET", "/v1/plans/free", None);
+    assert_eq!(s, 200, "{free}");
+    let (s, pro) = app.call("GET", "/v1/plans/pro", None);
+    assert_eq!(s, 200, "{pro}");
+    assert_eq!(pro["fallback"], "free", "{pro}");
+    let mut looped = free.clone();
+    looped["fallback"] = json!("pro");
+    let body = json!({
+        "slug": looped["slug"], "name": looped["name"], "price_cents": looped["price_cents"],
+        "currency": looped["currency"], "features": looped["features"], "fallback": "pro",
+    });
+    let (s, e) = app.call("PUT", "/v1/plans/free", Some(body));
+    assert_eq!((s, error_code(&e)), (422, "invalid".to_string()), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("free → pro → free"),
+        "{e}"
+    );
+    let (_, after) = app.call("GET", "/v1/plans/free", None);
+    assert_eq!(after, free, "nothing changed");
+}
