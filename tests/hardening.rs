@@ -297,3 +297,75 @@ fn limits_and_plan_fallback_cycles_are_refused() {
     let (_, after) = app.call("GET", "/v1/plans/free", None);
     assert_eq!(after, free, "nothing changed");
 }
+
+#[test]
+fn server_registration_is_checked_before_anything_is_created() {
+    let app = App::start();
+    let count = |app: &App| {
+        let (_, list) = app.call("GET", "/v1/servers", None);
+        list.as_array().map(Vec::len).unwrap_or(0)
+    };
+    let before = count(&app);
+    let fresh = app.data_dir.join("more-tenants");
+    let nested = app.data_dir.join("tenants").join("inner");
+    let cases = [
+        (
+            json!({"kind": "sqlite", "url": "sqlite://relative/dir"}),
+            422,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", app.data_dir.join("tenants").display())}),
+            409,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}/tenants/../tenants", app.data_dir.display())}),
+            409,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", nested.display())}),
+            422,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", app.data_dir.display())}),
+            422,
+        ),
+    ];
+    for (body, status) in cases {
+        let (s, e) = app.call("POST", "/v1/servers", Some(body.clone()));
+        assert_eq!(s, status, "{body}: {e}");
+    }
+    assert_eq!(count(&app), before, "nothing registered");
+    assert!(!app.data_dir.join("relative").exists(), "nothing created");
+    assert!(!nested.exists(), "nothing created");
+
+    let body =
+        json!({"name": "more", "kind": "sqlite", "url": format!("sqlite://{}", fresh.display())});
+    let (s, srv) = app.call("POST", "/v1/servers", Some(body));
+    assert_eq!(s, 201, "{srv}");
+    assert!(fresh.is_dir());
+    let again = json!({"name": "more-again", "kind": "sqlite", "url": format!("sqlite://{}/", fresh.display())});
+    let (s, e) = app.call("POST", "/v1/servers", Some(again));
+    assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
+
+    // One server per PostgreSQL database and isolation, however it is spelled.
+    let Some(pg) = TestPg::new() else { return };
+    let (s, srv) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-a", "kind": "postgres", "url": pg.url()})),
+    );
+    assert_eq!(s, 201, "{srv}");
+    let respelled = format!("{}?sslmode=disable", pg.url());
+    let (s, e) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-b", "kind": "postgres", "url": respelled})),
+    );
+    assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
+    let (s, srv) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-c", "kind": "postgres", "url": pg.url(), "isolation": "database"})),
+    );
+    assert_eq!(s, 201, "another isolation is another server: {srv}");
+}
