@@ -369,3 +369,35 @@ fn server_registration_is_checked_before_anything_is_created() {
     );
     assert_eq!(s, 201, "another isolation is another server: {srv}");
 }
+
+/// A body that stops arriving ends the request instead of holding the
+/// connection: the server answers 400 and closes it.
+#[test]
+fn a_stalled_request_body_is_cut_off() {
+    use std::io::{Read, Write};
+    let app = App::start();
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connect");
+    // A generous guard so a broken server fails the test instead of hanging it.
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .expect("timeout");
+    write!(
+        sock,
+        "POST /v1/tenants HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"slug\":",
+        crate::common::TOKEN
+    )
+    .expect("send");
+    sock.flush().expect("flush");
+    let mut answer = String::new();
+    let read = sock.read_to_string(&mut answer);
+    assert!(read.is_ok(), "the server closed the connection: {read:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("stopped arriving"), "{answer}");
+    let (_, list) = app.call("GET", "/v1/tenants", None);
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing created"
+    );
+}

@@ -4,6 +4,7 @@
 //! domain crate goes through [`error::blocking`].
 
 pub mod auth;
+mod body_timeout;
 pub mod error;
 pub mod openapi;
 pub mod request_id;
@@ -197,6 +198,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(body_timeout::middleware))
             .wrap(middleware::from_fn(text_guard::middleware))
             .wrap(middleware::from_fn(request_id::middleware))
             .configure(configure)
