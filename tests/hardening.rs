@@ -401,3 +401,95 @@ fn a_stalled_request_body_is_cut_off() {
         "nothing created"
     );
 }
+
+fn post_keyed(
+    url: &str,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, Option<String>) {
+    let resp = match ureq::post(&format!("{url}{path}"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .set("Idempotency-Key", key)
+        .send_json(body.clone())
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("POST {path}: {e}"),
+    };
+    let replayed = resp.header("Idempotent-Replayed").map(str::to_string);
+    (
+        resp.status(),
+        resp.into_json().unwrap_or(Value::Null),
+        replayed,
+    )
+}
+
+fn idempotent_posts(app: &App) {
+    let token = crate::common::TOKEN;
+    // A tenant, twice with one key: one tenant.
+    let body = json!({"slug": "once-shop", "name": "Once"});
+    let (s, first, r) = post_keyed(&app.url, token, "/v1/tenants", "k-tenant-1", &body);
+    assert_eq!((s, r.as_deref()), (201, Some("false")), "{first}");
+    let (s, again, r) = post_keyed(&app.url, token, "/v1/tenants", "k-tenant-1", &body);
+    assert_eq!((s, r.as_deref()), (201, Some("true")), "{again}");
+    assert_eq!(again["id"], first["id"]);
+    // Another request under that key is a client bug.
+    let (s, e, _) = post_keyed(
+        &app.url,
+        token,
+        "/v1/tenants",
+        "k-tenant-1",
+        &json!({"slug": "other-shop", "name": "Other"}),
+    );
+    assert_eq!((s, error_code(&e)), (422, "invalid".to_string()), "{e}");
+    let (_, list) = app.call("GET", "/v1/tenants", None);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // A rollout, twice with one key: one rollout.
+    let body = json!({"target": "head", "selector": {"all": true}});
+    let (s, r1, _) = post_keyed(&app.url, token, "/v1/rollouts", "k-rollout-1", &body);
+    assert!(s == 201 || s == 200, "{r1}");
+    let (s2, r2, replayed) = post_keyed(&app.url, token, "/v1/rollouts", "k-rollout-1", &body);
+    assert_eq!((s2, replayed.as_deref()), (s, Some("true")));
+    assert_eq!(r2, r1);
+    let (_, list) = app.call("GET", "/v1/rollouts", None);
+    assert!(list.as_array().map_or(0, Vec::len) <= 1, "{list}");
+
+    // A failed request keeps nothing: the same key may be used again.
+    let bad = json!({"slug": "Bad Slug", "name": "x"});
+    let (s, _, _) = post_keyed(&app.url, token, "/v1/tenants", "k-tenant-2", &bad);
+    assert_eq!(s, 422);
+    let good = json!({"slug": "second-shop", "name": "Second"});
+    let (s, made, r) = post_keyed(&app.url, token, "/v1/tenants", "k-tenant-2", &good);
+    assert_eq!((s, r.as_deref()), (201, Some("false")), "{made}");
+    let (s, same, r) = post_keyed(&app.url, token, "/v1/tenants", "k-tenant-2", &good);
+    assert_eq!((s, r.as_deref()), (201, Some("true")));
+    assert_eq!(same["id"], made["id"]);
+
+    // A tenant's export, twice with one key: one export. Keys are per
+    // credential: the operator's k-tenant-1 is not the tenant's.
+    let t = first["id"].as_str().expect("id");
+    let k = key(app, t);
+    let body = json!({"format": "json"});
+    let (s, e1, _) = post_keyed(&app.url, &k, "/v1/tenant/exports", "k-tenant-1", &body);
+    assert_eq!(s, 202, "{e1}");
+    let (s, e2, replayed) = post_keyed(&app.url, &k, "/v1/tenant/exports", "k-tenant-1", &body);
+    assert_eq!((s, replayed.as_deref()), (202, Some("true")));
+    assert_eq!(e2["id"], e1["id"]);
+    // A key that is not a key.
+    let (s, e, _) = post_keyed(&app.url, &k, "/v1/tenant/exports", &"x".repeat(300), &body);
+    assert_eq!(s, 422, "{e}");
+}
+
+#[test]
+fn idempotency_keys_replay_the_first_answer_on_sqlite() {
+    idempotent_posts(&App::start());
+}
+
+#[test]
+fn idempotency_keys_replay_the_first_answer_on_postgres() {
+    let Some(pg) = TestPg::new() else { return };
+    idempotent_posts(&App::start_with_control(Some(pg.url())));
+}

@@ -6,6 +6,7 @@
 pub mod auth;
 mod body_timeout;
 pub mod error;
+mod idempotent;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;

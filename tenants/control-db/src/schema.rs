@@ -204,6 +204,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     schedules,
     schedule_runs,
     exports,
+    idempotency_keys,
 );
 
 diesel::table! {
@@ -301,3 +302,14 @@ diesel::table! {
 }
 
 diesel::joinable!(exports -> tenants (tenant_id));
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Text,
+        key -> Text,
+        request_hash -> Text,
+        status -> Nullable<Integer>,
+        response -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
