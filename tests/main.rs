@@ -20,6 +20,7 @@ mod plans_flags;
 mod processes;
 mod provisioning_failures;
 mod provisioning_sweep;
+mod reclaim;
 mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
