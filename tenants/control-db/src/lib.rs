@@ -11,6 +11,7 @@ pub mod changes;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod schema;
 pub mod states;
 pub mod validate;
