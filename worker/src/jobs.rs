@@ -25,6 +25,7 @@ pub fn registry() -> Registry {
         .register::<PruneJobs>()
         .register::<BackupSweep>();
     tenantplane_backup::jobs::register(&mut r);
+    tenantplane_notify::register(&mut r);
     r
 }
 
@@ -71,6 +72,10 @@ impl Job for TrialSweep {
 
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
         let n = plans::sweep_expired_trials(ctx.db())?;
+        let ending = plans::notify_trials_ending(ctx.db(), plans::TRIAL_ENDING_NOTICE)?;
+        if ending > 0 {
+            tracing::info!(tenants = ending, "trial.ending recorded");
+        }
         if n > 0 {
             tracing::info!(moved = n, "expired trials moved to their fallback plans");
         }
