@@ -46,6 +46,7 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
         }
         wc.lease = std::time::Duration::from_secs(config.worker_lease_s);
         wc.backup_store = Some(config.backup_store.clone());
+        wc.notify = config.notify.clone();
         Some(tenantplane_worker::start(db.clone(), wc)?)
     } else {
         None
@@ -90,6 +91,7 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
             operator,
             flags,
             backups,
+            webhook_allow_private: config.notify.allow_private,
         };
         let server = tenantplane_api::server(listener, state, workers)?;
         println!("tenantplane listening on http://{addr}");

@@ -31,6 +31,9 @@ pub struct AppState {
     pub flags: FlagCache,
     /// Where backup artifacts are stored (`backup_store` in the config).
     pub backups: Arc<dyn ArtifactStore>,
+    /// Webhook URLs may point at private and loopback addresses
+    /// (`TENANTPLANE_WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_allow_private: bool,
 }
 
 impl AppState {
@@ -115,7 +118,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::backups::remove)
     .service(routes::backups::restore)
     .service(routes::exports::create)
-    .service(routes::exports::get);
+    .service(routes::exports::get)
+    .service(routes::webhooks::list)
+    .service(routes::webhooks::create)
+    .service(routes::webhooks::get)
+    .service(routes::webhooks::update)
+    .service(routes::webhooks::remove)
+    .service(routes::webhooks::rotate_secret)
+    .service(routes::webhooks::replay)
+    .service(routes::outbox::list)
+    .service(routes::outbox::get)
+    .service(routes::outbox::retry);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
