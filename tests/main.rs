@@ -14,6 +14,7 @@ mod cli_flags;
 mod cli_rollout;
 mod error_kinds;
 mod exports;
+mod notify;
 mod plans_flags;
 mod processes;
 mod provisioning_failures;
