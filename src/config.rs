@@ -190,12 +190,14 @@ fn notify(file: &FileConfig) -> Result<tenantplane_notify::NotifyConfig> {
         None => file.webhook_allow_private.unwrap_or(false),
         Some("true" | "1" | "yes") => true,
         Some("false" | "0" | "no") => false,
-        Some(other) => bail!("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE must be true or false, not {other:?}"),
+        Some(other) => {
+            bail!("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE must be true or false, not {other:?}")
+        }
     };
     let timeout = match env("TENANTPLANE_WEBHOOK_TIMEOUT_S") {
-        Some(v) => v
-            .parse::<u64>()
-            .with_context(|| format!("TENANTPLANE_WEBHOOK_TIMEOUT_S must be a number, not {v:?}"))?,
+        Some(v) => v.parse::<u64>().with_context(|| {
+            format!("TENANTPLANE_WEBHOOK_TIMEOUT_S must be a number, not {v:?}")
+        })?,
         None => file.webhook_timeout_s.unwrap_or(15),
     };
     if !(1..=300).contains(&timeout) {

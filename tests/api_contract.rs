@@ -116,7 +116,10 @@ fn openapi_documents_every_route() {
         }
         for (method, op) in methods.as_object().expect("methods") {
             let id = op["operationId"].as_str().expect("operationId").to_string();
-            assert!(ids.insert(id.clone()), "{method} {path}: operationId {id} twice");
+            assert!(
+                ids.insert(id.clone()),
+                "{method} {path}: operationId {id} twice"
+            );
         }
     }
     assert_eq!(ids.len(), 10);

@@ -176,10 +176,7 @@ fn notify_env(smtp_port: Option<u16>) -> Vec<(String, String)> {
             "TENANTPLANE_SMTP_FROM".into(),
             "tenantplane <noreply@tp.test>".into(),
         ),
-        (
-            "TENANTPLANE_OPERATOR_EMAILS".into(),
-            "ops@tp.test".into(),
-        ),
+        ("TENANTPLANE_OPERATOR_EMAILS".into(), "ops@tp.test".into()),
     ];
     if let Some(p) = smtp_port {
         env.push((
@@ -258,11 +255,7 @@ fn plan_change_mails_the_contact(control_db: Option<String>) {
     let app = app(control_db, Some(port));
     let id = create_tenant(&app, "mailed", "owner@shop.test");
     change_plan(&app, &id, "pro");
-    let d = wait_delivery(
-        &app,
-        "channel=email&kind=plan.changed",
-        &["delivered"],
-    );
+    let d = wait_delivery(&app, "channel=email&kind=plan.changed", &["delivered"]);
     assert_eq!(d["target"], "owner@shop.test");
     assert_eq!(d["attempts"], 1);
     let mails = smtp.mails_to("owner@shop.test");
@@ -277,7 +270,8 @@ fn plan_change_mails_the_contact(control_db: Option<String>) {
     assert!(m["html"].as_str().unwrap().contains("<b>pro</b>"), "{m}");
     let mid = m["message_id"].as_str().unwrap();
     assert!(
-        mid.starts_with(&format!("<{}.", d["event_id"].as_str().unwrap())) && mid.ends_with("@tp.test>"),
+        mid.starts_with(&format!("<{}.", d["event_id"].as_str().unwrap()))
+            && mid.ends_with("@tp.test>"),
         "the Message-ID derives from the event: {mid}"
     );
     // Creating the tenant mailed no one; no other mail went out.
@@ -351,7 +345,10 @@ fn smtp_451_then_250_delivers_once() {
     change_plan(&app, &id, "standard");
     let d = wait_delivery(&app, "channel=email", &["delivered"]);
     assert_eq!(d["attempts"], 2);
-    assert_eq!(statuses(&delivery(&app, &d["id"])), [json!(451), json!(250)]);
+    assert_eq!(
+        statuses(&delivery(&app, &d["id"])),
+        [json!(451), json!(250)]
+    );
     assert_eq!(smtp.mails_to("tempfail-owner@shop.test").len(), 1);
 }
 
@@ -469,7 +466,10 @@ fn webhook_retries_until_200(control_db: Option<String>) {
     assert_eq!(reqs.len(), 3);
     let event_id = d["event_id"].as_str().unwrap();
     for r in reqs {
-        assert_eq!(r["webhook_id"], event_id, "one webhook-id for every attempt");
+        assert_eq!(
+            r["webhook_id"], event_id,
+            "one webhook-id for every attempt"
+        );
         assert_eq!(r["verified_by"], json!([0]), "signature verified: {r}");
         assert_eq!(r["body"]["type"], "tenant.created");
         assert_eq!(r["body"]["id"], event_id);
@@ -493,7 +493,12 @@ fn webhook_500_500_200_postgres_control_db() {
 fn webhook_signatures_verify_during_a_secret_rotation() {
     let rx = Receiver::start();
     let app = app(None, None);
-    let (ep, first) = endpoint(&app, &rx, "/ok/rot", &["tenant.created", "tenant.suspended", "plan.changed"]);
+    let (ep, first) = endpoint(
+        &app,
+        &rx,
+        "/ok/rot",
+        &["tenant.created", "tenant.suspended", "plan.changed"],
+    );
     let id = create_tenant(&app, "rotating", "r@shop.test");
     wait_for("the first delivery", WAIT, || {
         (rx.log("rot")["delivered"].as_array().unwrap().len() == 1).then_some(())
@@ -510,7 +515,11 @@ fn webhook_signatures_verify_during_a_secret_rotation() {
     assert_ne!(first, second);
     assert!(w["previous_secret_expires_at"].is_string());
     rx.secrets("rot", &[&first, &second]);
-    let (s, _) = app.call("PATCH", &format!("/v1/tenants/{id}"), Some(json!({"status": "suspended"})));
+    let (s, _) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{id}"),
+        Some(json!({"status": "suspended"})),
+    );
     assert_eq!(s, 200);
     let log = wait_for("the delivery after the rotation", WAIT, || {
         let l = rx.log("rot");
@@ -518,7 +527,11 @@ fn webhook_signatures_verify_during_a_secret_rotation() {
     });
     let last = log["requests"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["body"]["type"], "tenant.suspended");
-    assert_eq!(last["verified_by"], json!([0, 1]), "both secrets sign: {last}");
+    assert_eq!(
+        last["verified_by"],
+        json!([0, 1]),
+        "both secrets sign: {last}"
+    );
     assert_eq!(last["signature"].as_str().unwrap().split(' ').count(), 2);
     // Rotating again without grace: only the newest secret signs.
     let (s, w) = app.call(
@@ -578,7 +591,11 @@ fn webhook_410_disables_the_endpoint() {
     // Replaying a disabled endpoint is refused; enabled again, the replay
     // sends what it missed.
     let since = "2000-01-01T00:00:00Z";
-    let (s, _) = app.call("POST", &format!("/v1/webhooks/{ep}/replay?since={since}"), None);
+    let (s, _) = app.call(
+        "POST",
+        &format!("/v1/webhooks/{ep}/replay?since={since}"),
+        None,
+    );
     assert_eq!(s, 409);
     let (s, _) = app.call(
         "PATCH",
@@ -586,13 +603,21 @@ fn webhook_410_disables_the_endpoint() {
         Some(json!({"enabled": true, "url": rx.url("/ok/gone")})),
     );
     assert_eq!(s, 200);
-    let (s, r) = app.call("POST", &format!("/v1/webhooks/{ep}/replay?since={since}"), None);
+    let (s, r) = app.call(
+        "POST",
+        &format!("/v1/webhooks/{ep}/replay?since={since}"),
+        None,
+    );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["queued"], 2, "the dead delivery and the missed event");
     wait_for("the replay", WAIT, || {
         (rx.log("gone")["delivered"].as_array().unwrap().len() == 2).then_some(())
     });
-    let (s, _) = app.call("POST", &format!("/v1/webhooks/{ep}/replay?since=yesterday"), None);
+    let (s, _) = app.call(
+        "POST",
+        &format!("/v1/webhooks/{ep}/replay?since=yesterday"),
+        None,
+    );
     assert_eq!(s, 400);
 }
 
@@ -607,7 +632,10 @@ fn a_slow_webhook_receiver_is_retried() {
     let full = delivery(&app, &d["id"]);
     let first = &full["attempt_log"][0];
     assert_eq!(first["outcome"], "retry");
-    assert!(first["status"].is_null(), "no answer within the timeout: {first}");
+    assert!(
+        first["status"].is_null(),
+        "no answer within the timeout: {first}"
+    );
     assert_eq!(full["attempt_log"][1]["status"], 200);
     // The receiver saw the event twice (it processed the first copy after
     // the sender gave up) and keeps it once.
@@ -633,7 +661,11 @@ fn bad_webhook_input_is_refused_and_changes_nothing() {
         assert_eq!(s, 422, "{body} → {e}");
         crate::common::error_code(&e);
     }
-    let (s, e) = app.call("POST", "/v1/webhooks", Some(json!({"url": "http://x", "bogus": 1})));
+    let (s, e) = app.call(
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"url": "http://x", "bogus": 1})),
+    );
     assert_eq!(s, 400, "{e}");
     let (_, list) = app.call("GET", "/v1/webhooks", None);
     assert_eq!(list, json!([]));
@@ -671,21 +703,41 @@ fn an_event_is_written_iff_its_change_commits() {
     let before = outbox_rows(&app.data_dir);
     assert_eq!(before, 0);
     // Refused changes: no event.
-    let (s, _) = app.call("POST", "/v1/tenants", Some(json!({"slug": "Bad Slug!", "name": "x"})));
+    let (s, _) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "Bad Slug!", "name": "x"})),
+    );
     assert_eq!(s, 422);
     let id = create_tenant(&app, "atomic", "a@shop.test");
     assert_eq!(outbox_rows(&app.data_dir), 1, "tenant.created");
-    let (s, _) = app.call("PATCH", &format!("/v1/tenants/{id}"), Some(json!({"plan": "platinum"})));
+    let (s, _) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{id}"),
+        Some(json!({"plan": "platinum"})),
+    );
     assert_eq!(s, 422);
-    let (s, _) = app.call("PATCH", &format!("/v1/tenants/{id}"), Some(json!({"contact_email": "nope"})));
+    let (s, _) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{id}"),
+        Some(json!({"contact_email": "nope"})),
+    );
     assert_eq!(s, 422);
     let (s, _) = app.call("DELETE", "/v1/tenants/nobody", None);
     assert_eq!(s, 404);
-    assert_eq!(outbox_rows(&app.data_dir), 1, "refused changes wrote no event");
+    assert_eq!(
+        outbox_rows(&app.data_dir),
+        1,
+        "refused changes wrote no event"
+    );
     change_plan(&app, &id, "pro");
     let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 204);
-    assert_eq!(outbox_rows(&app.data_dir), 3, "plan.changed, tenant.deleted");
+    assert_eq!(
+        outbox_rows(&app.data_dir),
+        3,
+        "plan.changed, tenant.deleted"
+    );
 
     // A transaction that records an event and then fails leaves nothing.
     let db = tenantplane_control_db::ControlDb::open(&format!(
@@ -702,10 +754,16 @@ fn an_event_is_written_iff_its_change_commits() {
                 Some(&id),
                 &json!({"tenant_id": id}),
             )?;
-            Err(tenantplane_control_db::Error::Conflict("changed my mind".into()))
+            Err(tenantplane_control_db::Error::Conflict(
+                "changed my mind".into(),
+            ))
         });
     assert!(r.is_err());
-    assert_eq!(outbox_rows(&app.data_dir), 3, "the rolled-back event is gone");
+    assert_eq!(
+        outbox_rows(&app.data_dir),
+        3,
+        "the rolled-back event is gone"
+    );
 }
 
 #[test]
@@ -738,7 +796,10 @@ fn sigkill_with_deliveries_in_flight_loses_none_and_delivers_none_twice() {
     worker.child.kill().unwrap(); // SIGKILL
     worker.child.wait().unwrap();
     let seen_at_kill = rx.log("kill")["requests"].as_array().unwrap().len();
-    assert!(seen_at_kill < events, "the worker died with work left ({seen_at_kill})");
+    assert!(
+        seen_at_kill < events,
+        "the worker died with work left ({seen_at_kill})"
+    );
     drop(worker);
     let _restarted = App::start_with(opts("worker"));
     let delivered = wait_for("every delivery", Duration::from_secs(120), || {
@@ -759,7 +820,10 @@ fn sigkill_with_deliveries_in_flight_loses_none_and_delivers_none_twice() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(got, event_ids, "every event reached the receiver, none lost");
+    assert_eq!(
+        got, event_ids,
+        "every event reached the receiver, none lost"
+    );
     // Copies sent again after the crash carry the same id and the same body,
     // so the receiver kept each event once.
     let reqs = log["requests"].as_array().unwrap();
@@ -813,7 +877,9 @@ fn cli_webhooks_and_outbox() {
     let (ok, out, _) = cli(&["outbox", "list", "--channel", "webhook"]);
     assert!(ok);
     assert!(
-        out.lines().nth(1).is_some_and(|l| l.contains("tenant.created") && l.contains("delivered")),
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("tenant.created") && l.contains("delivered")),
         "{out}"
     );
     let (ok, _, err) = cli(&["outbox", "list", "--state", "lost"]);

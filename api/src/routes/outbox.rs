@@ -43,7 +43,11 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let filter = Filter {
-        state: q.state.as_deref().map(str::parse::<DeliveryState>).transpose()?,
+        state: q
+            .state
+            .as_deref()
+            .map(str::parse::<DeliveryState>)
+            .transpose()?,
         kind: q
             .kind
             .as_deref()

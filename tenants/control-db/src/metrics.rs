@@ -246,9 +246,8 @@ pub fn render(s: &Snapshot) -> String {
     }
     out += "# HELP tenantplane_notify_attempts_total Notification delivery attempts by channel and outcome.\n# TYPE tenantplane_notify_attempts_total counter\n";
     for (c, o, v) in &s.delivery_attempts {
-        out += &format!(
-            "tenantplane_notify_attempts_total{{channel=\"{c}\",outcome=\"{o}\"}} {v}\n"
-        );
+        out +=
+            &format!("tenantplane_notify_attempts_total{{channel=\"{c}\",outcome=\"{o}\"}} {v}\n");
     }
     out += &format!(
         "# HELP tenantplane_outbox_undispatched Outbox events not fanned out yet.\n# TYPE tenantplane_outbox_undispatched gauge\ntenantplane_outbox_undispatched {}\n",

@@ -209,7 +209,10 @@ mod tests {
         );
         assert_eq!(s.user.as_deref(), Some("bob"));
         assert_eq!(s.password.as_deref(), Some("p@ss"));
-        assert!(!format!("{s:?}").contains("p@ss"), "the password is never printed");
+        assert!(
+            !format!("{s:?}").contains("p@ss"),
+            "the password is never printed"
+        );
         let s = SmtpSettings::parse("smtp://mail.example").unwrap();
         assert_eq!((s.port, s.tls), (587, SmtpTls::StartTls));
         let s = SmtpSettings::parse("smtps://mail.example").unwrap();

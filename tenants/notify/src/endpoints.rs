@@ -18,10 +18,10 @@ use tenantplane_control_db::schema::{deliveries, outbox, webhook_endpoints as ep
 use tenantplane_control_db::states::{Channel, DeliveryState};
 use tenantplane_control_db::{write_tx, ControlDb, Error, Result};
 
-pub use crate::rows::EndpointRow;
 use crate::netcheck;
 use crate::relay::{insert_delivery, requeue};
 use crate::rows::find;
+pub use crate::rows::EndpointRow;
 use crate::signing;
 
 /// The secret before a rotation signs alongside the new one this long by
@@ -309,8 +309,14 @@ pub fn replay(
                 .optional()?;
             match existing {
                 None => {
-                    if insert_delivery(conn, &event_id, Channel::Webhook, id, DeliveryState::Pending)?
-                        .is_some()
+                    if insert_delivery(
+                        conn,
+                        &event_id,
+                        Channel::Webhook,
+                        id,
+                        DeliveryState::Pending,
+                    )?
+                    .is_some()
                     {
                         queued += 1;
                     }

@@ -12,7 +12,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use tenantplane_api_types::notify::{EndpointFailingEvent, WebhookPayload};
 use tenantplane_control_db::outbox::{self, EventKind};
-use tenantplane_control_db::schema::{deliveries, delivery_attempts, outbox as ob, webhook_endpoints as ep};
+use tenantplane_control_db::schema::{
+    deliveries, delivery_attempts, outbox as ob, webhook_endpoints as ep,
+};
 use tenantplane_control_db::states::{AttemptOutcome, Channel, DeliveryState};
 use tenantplane_control_db::{write_tx, ControlConnection, Error};
 use tenantplane_jobs::{Job, JobContext, JobError};
@@ -78,7 +80,10 @@ fn deliver(ctx: &JobContext, config: &NotifyConfig, id: i64) -> Result<(), JobEr
         .optional()
         .map_err(Error::from)?;
     let Some((event_id, channel, target, state, attempts)) = row else {
-        return Err(JobError::permanent(Error::not_found("delivery", id.to_string())));
+        return Err(JobError::permanent(Error::not_found(
+            "delivery",
+            id.to_string(),
+        )));
     };
     if state != DeliveryState::Pending.as_str() && state != DeliveryState::Retrying.as_str() {
         // Finished by an earlier run whose job outcome was lost.
@@ -138,10 +143,9 @@ fn deliver(ctx: &JobContext, config: &NotifyConfig, id: i64) -> Result<(), JobEr
     })?;
     match next {
         Next::Done => Ok(()),
-        Next::Again(after, error) => Err(JobError::retry_after(
-            Failed { id, attempt, error },
-            after,
-        )),
+        Next::Again(after, error) => {
+            Err(JobError::retry_after(Failed { id, attempt, error }, after))
+        }
         Next::Dead(error) => Err(JobError::permanent(Dead { id, attempt, error })),
     }
 }
@@ -185,13 +189,23 @@ fn record(
             error,
             excerpt,
             ..
-        } => (*status, Some(error.clone()), excerpt.clone(), AttemptOutcome::Retry),
+        } => (
+            *status,
+            Some(error.clone()),
+            excerpt.clone(),
+            AttemptOutcome::Retry,
+        ),
         Outcome::Failed {
             status,
             error,
             excerpt,
             ..
-        } => (*status, Some(error.clone()), excerpt.clone(), AttemptOutcome::Failed),
+        } => (
+            *status,
+            Some(error.clone()),
+            excerpt.clone(),
+            AttemptOutcome::Failed,
+        ),
         Outcome::Skipped(reason) => {
             diesel::update(deliveries::table.find(id))
                 .set((

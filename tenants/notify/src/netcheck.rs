@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(matches!(check("ftp://x.example/", true), Err(UrlError::Scheme(_))));
+        assert!(matches!(
+            check("ftp://x.example/", true),
+            Err(UrlError::Scheme(_))
+        ));
         assert!(matches!(check("not a url", true), Err(UrlError::Parse(..))));
         assert!(matches!(
             check("http://127.0.0.1:9/hook", false),

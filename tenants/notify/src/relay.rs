@@ -20,8 +20,8 @@ use tenantplane_control_db::{write_tx, ControlConnection, ControlDb, Result};
 use tenantplane_jobs::enqueue;
 
 use crate::config::NotifyConfig;
-use crate::rows::EndpointRow;
 use crate::job::Deliver;
+use crate::rows::EndpointRow;
 use crate::templates::{audience, Audience};
 
 /// Events fanned out per transaction.
@@ -163,7 +163,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn start(db: ControlDb, config: Arc<NotifyConfig>, poll: Duration) -> std::io::Result<Relay> {
+    pub fn start(
+        db: ControlDb,
+        config: Arc<NotifyConfig>,
+        poll: Duration,
+    ) -> std::io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()

@@ -84,4 +84,3 @@ pub(crate) fn find(conn: &mut ControlConnection, id: &str) -> Result<EndpointRow
         .optional()?
         .ok_or_else(|| Error::not_found("webhook", id))
 }
-

@@ -13,8 +13,8 @@ use tenantplane_api_types::notify::WebhookPayload;
 use tenantplane_control_db::outbox::EventKind;
 
 use crate::config::{NotifyConfig, SmtpSettings, SmtpTls};
-use crate::rows::EndpointRow;
 use crate::netcheck::{self, CheckedResolver, UrlError};
+use crate::rows::EndpointRow;
 use crate::signing;
 use crate::templates;
 
@@ -150,7 +150,10 @@ pub fn email(
     match transport.send(&message) {
         Ok(resp) => Outcome::Delivered {
             status: code(resp.code()),
-            excerpt: Some(clip(&resp.message().collect::<Vec<_>>().join(" "), EXCERPT_MAX)),
+            excerpt: Some(clip(
+                &resp.message().collect::<Vec<_>>().join(" "),
+                EXCERPT_MAX,
+            )),
         },
         Err(e) => {
             let status = e.status().and_then(code);
@@ -230,8 +233,12 @@ pub fn webhook(
         Err(e) => return failed(format!("payload: {e}")),
     };
     let timestamp = Utc::now().timestamp();
-    let signature = match signing::header(&endpoint.signing_secrets(now), &payload.id, timestamp, &body)
-    {
+    let signature = match signing::header(
+        &endpoint.signing_secrets(now),
+        &payload.id,
+        timestamp,
+        &body,
+    ) {
         Ok(s) => s,
         Err(e) => return failed(e.to_string()),
     };
@@ -308,8 +315,14 @@ mod tests {
     #[test]
     fn message_ids_are_stable_per_event_and_recipient() {
         let a = message_id("ev1", "Bob@Example.com", "tp <noreply@tp.example>");
-        assert_eq!(a, message_id("ev1", "bob@example.com", "tp <noreply@tp.example>"));
-        assert_ne!(a, message_id("ev1", "alice@example.com", "noreply@tp.example"));
+        assert_eq!(
+            a,
+            message_id("ev1", "bob@example.com", "tp <noreply@tp.example>")
+        );
+        assert_ne!(
+            a,
+            message_id("ev1", "alice@example.com", "noreply@tp.example")
+        );
         assert!(a.starts_with("<ev1.") && a.ends_with("@tp.example>"), "{a}");
     }
 

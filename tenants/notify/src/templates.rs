@@ -84,15 +84,69 @@ macro_rules! mail {
     };
 }
 
-mail!(PlanChangedText, PlanChangedHtml, PlanChangedEvent, "plan_changed.txt", "plan_changed.html");
-mail!(TrialEndingText, TrialEndingHtml, TrialEvent, "trial_ending.txt", "trial_ending.html");
-mail!(TrialExpiredText, TrialExpiredHtml, TrialEvent, "trial_expired.txt", "trial_expired.html");
-mail!(SuspendedText, SuspendedHtml, TenantEvent, "tenant_suspended.txt", "tenant_suspended.html");
-mail!(ExportReadyText, ExportReadyHtml, ExportReadyEvent, "export_ready.txt", "export_ready.html");
-mail!(RolloutText, RolloutHtml, RolloutEvent, "rollout.txt", "rollout.html");
-mail!(BackupFailedText, BackupFailedHtml, BackupFailedEvent, "backup_failed.txt", "backup_failed.html");
-mail!(RestoreText, RestoreHtml, RestoreCompletedEvent, "restore_completed.txt", "restore_completed.html");
-mail!(FailingText, FailingHtml, EndpointFailingEvent, "endpoint_failing.txt", "endpoint_failing.html");
+mail!(
+    PlanChangedText,
+    PlanChangedHtml,
+    PlanChangedEvent,
+    "plan_changed.txt",
+    "plan_changed.html"
+);
+mail!(
+    TrialEndingText,
+    TrialEndingHtml,
+    TrialEvent,
+    "trial_ending.txt",
+    "trial_ending.html"
+);
+mail!(
+    TrialExpiredText,
+    TrialExpiredHtml,
+    TrialEvent,
+    "trial_expired.txt",
+    "trial_expired.html"
+);
+mail!(
+    SuspendedText,
+    SuspendedHtml,
+    TenantEvent,
+    "tenant_suspended.txt",
+    "tenant_suspended.html"
+);
+mail!(
+    ExportReadyText,
+    ExportReadyHtml,
+    ExportReadyEvent,
+    "export_ready.txt",
+    "export_ready.html"
+);
+mail!(
+    RolloutText,
+    RolloutHtml,
+    RolloutEvent,
+    "rollout.txt",
+    "rollout.html"
+);
+mail!(
+    BackupFailedText,
+    BackupFailedHtml,
+    BackupFailedEvent,
+    "backup_failed.txt",
+    "backup_failed.html"
+);
+mail!(
+    RestoreText,
+    RestoreHtml,
+    RestoreCompletedEvent,
+    "restore_completed.txt",
+    "restore_completed.html"
+);
+mail!(
+    FailingText,
+    FailingHtml,
+    EndpointFailingEvent,
+    "endpoint_failing.txt",
+    "endpoint_failing.html"
+);
 
 fn body<T: DeserializeOwned>(kind: EventKind, body: &serde_json::Value) -> Result<T, RenderError> {
     serde_json::from_value(body.clone()).map_err(|source| RenderError::Body {
@@ -252,11 +306,18 @@ mod tests {
         assert_eq!(r.subject, "[Bob's <Shop>] Your plan changed to pro");
         assert!(r.text.contains("Hello Bob's <Shop>,"), "{}", r.text);
         assert!(r.text.contains("from free to pro"), "{}", r.text);
-        assert!(r.html.contains("Bob&#39;s &#60;Shop&#62;") || r.html.contains("Bob&#x27;s &lt;Shop&gt;"), "{}", r.html);
+        assert!(
+            r.html.contains("Bob&#39;s &#60;Shop&#62;")
+                || r.html.contains("Bob&#x27;s &lt;Shop&gt;"),
+            "{}",
+            r.html
+        );
         assert!(r.html.contains("<b>pro</b>"), "{}", r.html);
-        assert!(render(EventKind::TenantCreated, "x", &serde_json::json!({}))
-            .unwrap()
-            .is_none());
+        assert!(
+            render(EventKind::TenantCreated, "x", &serde_json::json!({}))
+                .unwrap()
+                .is_none()
+        );
         assert!(render(EventKind::PlanChanged, "x", &serde_json::json!({})).is_err());
     }
 }
