@@ -893,3 +893,136 @@ fn cli_webhooks_and_outbox() {
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
 }
+
+#[test]
+fn domain_events_reach_a_webhook_subscribed_to_every_kind() {
+    let rx = Receiver::start();
+    let app = app(None, None);
+    endpoint(&app, &rx, "/ok/all", &[]);
+    let (s, t) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "evented", "name": "Evented", "plan": "free",
+            "contact_email": "ev@shop.test", "schema": "phase:0"})),
+    );
+    assert_eq!(s, 201, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    // A rollout that migrates it: rollout.succeeded.
+    let (s, r) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"tenants": [id]}})),
+    );
+    assert_eq!(s, 201, "{r}");
+    let rollout = r["id"].as_str().unwrap().to_string();
+    wait_for("the rollout", WAIT, || {
+        let (_, r) = app.call("GET", &format!("/v1/rollouts/{rollout}"), None);
+        (r["state"] == "succeeded").then_some(())
+    });
+    // A self-serve trial: plan.changed; the trial sweep's notice: trial.ending, once.
+    let (s, k) = app.call(
+        "POST",
+        &format!("/v1/tenants/{id}/keys"),
+        Some(json!({"name": "till"})),
+    );
+    assert_eq!(s, 201, "{k}");
+    let key = k["key"].as_str().unwrap();
+    let (s, c) = crate::common::call_as(
+        &app.url,
+        Some(key),
+        "POST",
+        "/v1/tenant/plan",
+        Some(json!({"plan": "pro", "trial_days": 2})),
+    );
+    assert_eq!(s, 200, "{c}");
+    let db = tenantplane_control_db::ControlDb::open(&format!(
+        "sqlite://{}",
+        app.data_dir.join("control.db").display()
+    ))
+    .unwrap();
+    let notice = tenantplane_flags::plans::TRIAL_ENDING_NOTICE;
+    assert_eq!(
+        tenantplane_flags::plans::notify_trials_ending(&db, notice).unwrap(),
+        1
+    );
+    assert_eq!(
+        tenantplane_flags::plans::notify_trials_ending(&db, notice).unwrap(),
+        0,
+        "once per trial"
+    );
+    // An export: export.ready.
+    let (s, e) = app.call(
+        "POST",
+        &format!("/v1/tenants/{id}/exports"),
+        Some(json!({"format": "json"})),
+    );
+    assert_eq!(s, 202, "{e}");
+    let export = e["id"].as_str().unwrap().to_string();
+    wait_for("the export", WAIT, || {
+        let (_, e) = app.call("GET", &format!("/v1/tenants/{id}/exports/{export}"), None);
+        (e["state"] == "ready").then_some(())
+    });
+    let (s, _) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{id}"),
+        Some(json!({"status": "suspended"})),
+    );
+    assert_eq!(s, 200);
+    let (s, _) = app.call("DELETE", &format!("/v1/tenants/{id}"), None);
+    assert_eq!(s, 204);
+    let kinds = [
+        "tenant.created",
+        "rollout.succeeded",
+        "plan.changed",
+        "trial.ending",
+        "export.ready",
+        "tenant.suspended",
+        "tenant.deleted",
+    ];
+    let log = wait_for("every event at the receiver", WAIT, || {
+        let l = rx.log("all");
+        (l["delivered"].as_array().unwrap().len() == kinds.len()).then_some(l)
+    });
+    let reqs = log["requests"].as_array().unwrap();
+    let got: Vec<&str> = reqs
+        .iter()
+        .map(|r| r["body"]["type"].as_str().unwrap())
+        .collect();
+    let mut sorted_got = got.clone();
+    sorted_got.sort();
+    let mut want = kinds.to_vec();
+    want.sort();
+    assert_eq!(sorted_got, want, "{got:?}");
+    let data = |kind: &str| {
+        reqs.iter()
+            .find(|r| r["body"]["type"] == kind)
+            .map(|r| r["body"]["data"].clone())
+            .unwrap()
+    };
+    assert_eq!(data("rollout.succeeded")["rollout_id"], rollout.as_str());
+    assert_eq!(data("rollout.succeeded")["succeeded"], 1);
+    assert_eq!(data("plan.changed")["from_plan"], "free");
+    assert_eq!(data("plan.changed")["to_plan"], "pro");
+    assert!(data("plan.changed")["trial_ends_at"].is_string());
+    assert_eq!(data("trial.ending")["plan"], "pro");
+    assert_eq!(data("export.ready")["export_id"], export.as_str());
+    assert_eq!(data("tenant.suspended")["status"], "suspended");
+    assert_eq!(data("tenant.deleted")["slug"], "evented");
+    // The kinds that concern the tenant were mailed (here: recorded skipped,
+    // no SMTP), to its contact.
+    let mails = deliveries(&app, "channel=email");
+    let mut mailed: Vec<&str> = mails.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    mailed.sort();
+    assert_eq!(
+        mailed,
+        [
+            "export.ready",
+            "plan.changed",
+            "tenant.suspended",
+            "trial.ending"
+        ]
+    );
+    assert!(mails
+        .iter()
+        .all(|d| d["state"] == "skipped" && d["target"] == "ev@shop.test"));
+}

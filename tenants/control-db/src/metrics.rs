@@ -46,7 +46,7 @@ pub struct Snapshot {
 }
 
 #[derive(QueryableByName)]
-struct KKV {
+struct Triple {
     #[diesel(sql_type = Text)]
     a: String,
     #[diesel(sql_type = Text)]
@@ -56,7 +56,7 @@ struct KKV {
 }
 
 fn triples(conn: &mut ControlConnection, sql: &str) -> Result<Vec<(String, String, i64)>> {
-    let rows: Vec<KKV> = load(conn, sql)?;
+    let rows: Vec<Triple> = load(conn, sql)?;
     Ok(rows.into_iter().map(|r| (r.a, r.b, r.v)).collect())
 }
 

@@ -97,38 +97,45 @@ fn deliver(ctx: &JobContext, config: &NotifyConfig, id: i64) -> Result<(), JobEr
     let kind: EventKind = kind.parse().map_err(JobError::permanent)?;
     let body: serde_json::Value = serde_json::from_str(&body).map_err(JobError::permanent)?;
     let attempt = attempts + 1;
+    let endpoint = if channel == Channel::Webhook.as_str() {
+        match rows::find(&mut conn, &target) {
+            Ok(p) => Some(p),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    // No pooled connection is held while the network answers (or not).
+    drop(conn);
     let started = Utc::now().naive_utc().trunc_subsecs(6);
     let clock = Instant::now();
-    let mut endpoint = None;
-    let outcome = if channel == Channel::Email.as_str() {
-        send::email(config, kind, &event_id, &body, &target)
-    } else {
-        match rows::find(&mut conn, &target) {
-            Err(Error::NotFound { .. }) => Outcome::Skipped("the endpoint was deleted".into()),
-            Err(e) => return Err(e.into()),
-            Ok(p) if !p.enabled => Outcome::Skipped(format!(
-                "the endpoint is disabled{}",
-                p.disabled_reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            )),
-            Ok(p) => {
-                let payload = WebhookPayload {
-                    id: event_id.clone(),
-                    kind: kind.as_str().to_string(),
-                    timestamp: created_at.and_utc(),
-                    data: body.clone(),
-                };
-                let o = send::webhook(config, &p, &payload, started);
-                endpoint = Some(p);
-                o
-            }
+    let outcome = match &endpoint {
+        _ if channel == Channel::Email.as_str() => {
+            send::email(config, kind, &event_id, &body, &target)
+        }
+        None => Outcome::Skipped("the endpoint was deleted".into()),
+        Some(p) if !p.enabled => Outcome::Skipped(format!(
+            "the endpoint is disabled{}",
+            p.disabled_reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )),
+        Some(p) => {
+            let payload = WebhookPayload {
+                id: event_id.clone(),
+                kind: kind.as_str().to_string(),
+                timestamp: created_at.and_utc(),
+                data: body.clone(),
+            };
+            send::webhook(config, p, &payload, started)
         }
     };
     let latency_ms = clock.elapsed().as_millis() as i64;
     tracing::info!(delivery_id = id, event_id = %event_id, channel = %channel, attempt,
         outcome = ?outcome_word(&outcome), latency_ms, "delivery attempt");
+    let mut conn = ctx.db().conn()?;
     let next = write_tx(&mut conn, None, |conn| {
         record(
             conn,
