@@ -1026,3 +1026,92 @@ fn domain_events_reach_a_webhook_subscribed_to_every_kind() {
         .iter()
         .all(|d| d["state"] == "skipped" && d["target"] == "ev@shop.test"));
 }
+
+#[test]
+fn an_endpoint_failing_for_days_warns_the_operators_then_is_disabled() {
+    if !have_aiosmtpd() {
+        return;
+    }
+    let port = free_port();
+    let smtp = SmtpSink::start(port);
+    let rx = Receiver::start();
+    // "Days" scaled down: warned after 3 days × 0.00002 ≈ 5 s of failures,
+    // disabled after 5 days × 0.00002 ≈ 9 s.
+    let mut env: Vec<(String, String)> = notify_env(Some(port))
+        .into_iter()
+        .filter(|(k, _)| k != "TENANTPLANE_NOTIFY_RETRY_SCALE")
+        .collect();
+    env.push(("TENANTPLANE_NOTIFY_RETRY_SCALE".into(), "0.00002".into()));
+    let app = App::start_with(AppOptions {
+        env,
+        ..AppOptions::default()
+    });
+    let (ep, _) = endpoint(&app, &rx, "/fail/1000000/down", &["plan.changed"]);
+    let id = create_tenant(&app, "downstream", "d@shop.test");
+    let mut n = 0;
+    let disabled = wait_for("the endpoint to be disabled", WAIT, || {
+        change_plan(&app, &id, ["pro", "standard"][n % 2]);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, w) = app.call("GET", &format!("/v1/webhooks/{ep}"), None);
+        (w["enabled"] == false).then_some(w)
+    });
+    assert!(
+        disabled["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("every delivery failed since"),
+        "{disabled}"
+    );
+    let warning = wait_for("the operators' warning", WAIT, || {
+        let m = smtp.mails_to("ops@tp.test");
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(warning.len(), 1, "warned once: {warning:?}");
+    assert_eq!(
+        warning[0]["subject"],
+        format!(
+            "Webhook endpoint {} is failing",
+            rx.url("/fail/1000000/down")
+        )
+    );
+    assert!(warning[0]["text"].as_str().unwrap().contains(&ep));
+    // The receiver never accepted anything and nothing more goes to it.
+    assert!(rx.log("down")["delivered"].as_array().unwrap().is_empty());
+    let (_, events) = app.call("GET", "/v1/outbox?kind=webhook.endpoint_failing", None);
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "one warning, by e-mail only: {items:?}");
+    assert_eq!(items[0]["channel"], "email");
+}
+
+#[test]
+fn private_addresses_are_refused_at_delivery_too() {
+    // The API allows loopback URLs, the worker does not (as if a public
+    // name had been re-pointed at a private address after registration).
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |command: &str, allow: &str| {
+        let mut env: Vec<(String, String)> = notify_env(None)
+            .into_iter()
+            .filter(|(k, _)| k != "TENANTPLANE_WEBHOOK_ALLOW_PRIVATE")
+            .collect();
+        env.push(("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE".into(), allow.into()));
+        AppOptions {
+            command: vec![command.into()],
+            data_dir: Some(dir.path().to_path_buf()),
+            env,
+            ..AppOptions::default()
+        }
+    };
+    let api = App::start_with(opts("api", "true"));
+    let _worker = App::start_with(opts("worker", "false"));
+    endpoint(&api, &rx, "/ok/private", &["tenant.created"]);
+    create_tenant(&api, "private", "p@shop.test");
+    let d = wait_delivery(&api, "channel=webhook", &["dead"]);
+    assert_eq!(d["attempts"], 1);
+    assert!(
+        d["last_error"].as_str().unwrap().contains("private or loopback"),
+        "{d}"
+    );
+    assert!(rx.log("private")["requests"].as_array().unwrap().is_empty());
+}

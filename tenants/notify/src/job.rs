@@ -311,26 +311,42 @@ fn endpoint_health(
     };
     match outcome {
         Outcome::Delivered { .. } => {
-            if p.failing_since.is_some() {
-                diesel::update(ep::table.find(&p.id))
-                    .set((
-                        ep::failing_since.eq(None::<NaiveDateTime>),
-                        ep::warned_at.eq(None::<NaiveDateTime>),
-                    ))
-                    .execute(conn)?;
-            }
+            diesel::update(
+                ep::table
+                    .find(&p.id)
+                    .filter(ep::failing_since.is_not_null()),
+            )
+            .set((
+                ep::failing_since.eq(None::<NaiveDateTime>),
+                ep::warned_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
         }
         Outcome::Failed { gone: true, .. } => {
             disable(conn, "the endpoint answered 410 Gone".into())?;
         }
         Outcome::Failed { .. } | Outcome::Retry { .. } => {
+            // Read again inside the transaction: another delivery to the
+            // same endpoint may have moved the streak meanwhile. The
+            // updates are conditional, so of two racing failures on
+            // PostgreSQL one starts the streak and one warns.
+            let p = match rows::find(conn, &p.id) {
+                Ok(p) => p,
+                // Deleted meanwhile: no streak to keep.
+                Err(Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
             let since = p.failing_since.unwrap_or(now);
             if p.failing_since.is_none() {
-                diesel::update(ep::table.find(&p.id))
+                diesel::update(ep::table.find(&p.id).filter(ep::failing_since.is_null()))
                     .set(ep::failing_since.eq(Some(now)))
                     .execute(conn)?;
             }
             let failing = (now - since).to_std().unwrap_or_default();
+            if !p.enabled {
+                // Disabled meanwhile (410, an operator): nothing to add.
+                return Ok(());
+            }
             if failing >= config.scaled(config.disable_after) && p.warned_at.is_some() {
                 disable(
                     conn,
@@ -340,21 +356,23 @@ fn endpoint_health(
                     ),
                 )?;
             } else if failing >= config.scaled(config.warn_after) && p.warned_at.is_none() {
-                diesel::update(ep::table.find(&p.id))
+                let won = diesel::update(ep::table.find(&p.id).filter(ep::warned_at.is_null()))
                     .set(ep::warned_at.eq(Some(now)))
                     .execute(conn)?;
-                outbox::record(
-                    conn,
-                    EventKind::EndpointFailing,
-                    None,
-                    &EndpointFailingEvent {
-                        endpoint_id: p.id.clone(),
-                        url: p.url.clone(),
-                        failing_since: since.and_utc(),
-                        last_error: error.map(str::to_string),
-                    },
-                )?;
-                tracing::warn!(webhook_id = %p.id, "webhook endpoint failing; operators warned");
+                if won == 1 {
+                    outbox::record(
+                        conn,
+                        EventKind::EndpointFailing,
+                        None,
+                        &EndpointFailingEvent {
+                            endpoint_id: p.id.clone(),
+                            url: p.url.clone(),
+                            failing_since: since.and_utc(),
+                            last_error: error.map(str::to_string),
+                        },
+                    )?;
+                    tracing::warn!(webhook_id = %p.id, "webhook endpoint failing; operators warned");
+                }
             }
         }
         Outcome::Skipped(_) => {}
