@@ -1110,8 +1110,68 @@ fn private_addresses_are_refused_at_delivery_too() {
     let d = wait_delivery(&api, "channel=webhook", &["dead"]);
     assert_eq!(d["attempts"], 1);
     assert!(
-        d["last_error"].as_str().unwrap().contains("private or loopback"),
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("private or loopback"),
         "{d}"
     );
     assert!(rx.log("private")["requests"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn redirects_fail_and_retry_after_is_honoured() {
+    let rx = Receiver::start();
+    let app = app(None, None);
+    // 302: an attempt that failed, not a delivery (redirects are not followed).
+    let (moved, _) = endpoint(&app, &rx, "/moved/moved", &["tenant.created"]);
+    // 503 with Retry-After: 2 — the next attempt waits for it, not for the
+    // (scaled) schedule's 5 ms.
+    let (busy, _) = endpoint(&app, &rx, "/busy/2/busy", &["tenant.created"]);
+    create_tenant(&app, "redirected", "x@shop.test");
+    let all = |ep: &str| -> Vec<Value> {
+        deliveries(&app, "channel=webhook")
+            .into_iter()
+            .filter(|d| d["target"] == ep)
+            .collect()
+    };
+    let d = wait_for("the 302 to be retried", WAIT, || {
+        let d = all(&moved);
+        (d.len() == 1 && d[0]["attempts"].as_i64().unwrap_or(0) >= 2).then(|| d[0].clone())
+    });
+    let full = delivery(&app, &d["id"]);
+    assert_eq!(full["attempt_log"][0]["status"], 302);
+    assert_eq!(full["attempt_log"][0]["outcome"], "retry");
+    assert_ne!(full["state"], "delivered");
+    assert!(
+        rx.log("moved")["delivered"].as_array().unwrap().is_empty(),
+        "the redirect was not followed"
+    );
+    let (s, _) = app.call("DELETE", &format!("/v1/webhooks/{moved}"), None);
+    assert_eq!(s, 204);
+
+    let d = wait_for("the 503 to be delivered after Retry-After", WAIT, || {
+        let d = all(&busy);
+        (d.len() == 1 && d[0]["state"] == "delivered").then(|| d[0].clone())
+    });
+    let full = delivery(&app, &d["id"]);
+    let log = full["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["status"], 503);
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(log[i]["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        at(1) - at(0) >= chrono::Duration::seconds(2),
+        "the retry came before Retry-After: {log:?}"
+    );
+    // The deleted endpoint's delivery ends skipped, not retried for days.
+    wait_for(
+        "the deleted endpoint's delivery to be skipped",
+        WAIT,
+        || {
+            let d = all(&moved);
+            (d[0]["state"] == "skipped").then_some(())
+        },
+    );
 }

@@ -9,6 +9,9 @@ Endpoints (``NAME`` groups the requests of one test endpoint):
 - ``POST /ok/NAME``            → 200
 - ``POST /fail/N/NAME``        → 500 for the first N requests, then 200
 - ``POST /gone/NAME``          → 410
+- ``POST /moved/NAME``         → 302 to ``/ok/NAME`` (a sender must not follow)
+- ``POST /busy/SECS/NAME``     → 503 with ``Retry-After: SECS`` for the first
+  request, then 200
 - ``POST /slow/SECS/NAME``     → sleeps SECS before answering the first
   request (past the sender's timeout), answers later ones at once
 - ``POST /sleepy/SECS/NAME``   → sleeps SECS before answering each request
@@ -122,6 +125,10 @@ class Handler(BaseHTTPRequestHandler):
             status = 500 if n <= int(parts[1]) else 200
         elif mode == "gone":
             status = 410
+        elif mode == "moved":
+            status = 302
+        elif mode == "busy":
+            status = 503 if n == 1 else 200
         elif mode in ("slow", "sleepy"):
             status = 200
         else:
@@ -146,6 +153,20 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 DELIVERED.setdefault(name, {}).setdefault(msg_id, record["body"])
         try:
+            if status == 302:
+                self.send_response(302)
+                self.send_header("Location", "/ok/" + name)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if status == 503:
+                payload = b'{"error": "busy"}'
+                self.send_response(503)
+                self.send_header("Retry-After", parts[1])
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
             self.answer(status, b'{"ok": true}' if status == 200 else b'{"error": "no"}')
         except (BrokenPipeError, ConnectionResetError):
             pass
