@@ -105,6 +105,16 @@ fn recipients(kind: EventKind, body: &serde_json::Value, config: &NotifyConfig) 
 /// Fans out up to one batch of undispatched events. Returns how many.
 pub fn dispatch(db: &ControlDb, config: &NotifyConfig) -> Result<usize> {
     let mut conn = db.conn()?;
+    // Most polls find nothing: look (a read on the partial index) before
+    // taking SQLite's write lock.
+    let any: Option<String> = outbox::table
+        .filter(outbox::dispatched_at.is_null())
+        .select(outbox::id)
+        .first(&mut conn)
+        .optional()?;
+    if any.is_none() {
+        return Ok(0);
+    }
     write_tx(&mut conn, None, |conn| {
         let query = outbox::table
             .filter(outbox::dispatched_at.is_null())
