@@ -454,6 +454,10 @@ fn webhook_retries_until_200(control_db: Option<String>) {
     assert_eq!(d["attempts"], 3);
     let full = delivery(&app, &d["id"]);
     assert_eq!(statuses(&full), [json!(500), json!(500), json!(200)]);
+    // Each attempt keeps the start of the answer.
+    assert_eq!(full["attempt_log"][0]["response_excerpt"], r#"{"error": "no"}"#);
+    assert_eq!(full["attempt_log"][2]["response_excerpt"], r#"{"ok": true}"#);
+    assert_eq!(full["attempt_log"][0]["outcome"], "retry");
     let latency: Vec<i64> = full["attempt_log"]
         .as_array()
         .unwrap()
@@ -1173,5 +1177,47 @@ fn redirects_fail_and_retry_after_is_honoured() {
             let d = all(&moved);
             (d[0]["state"] == "skipped").then_some(())
         },
+    );
+}
+
+#[test]
+fn pruning_keeps_dead_deliveries_and_recent_history() {
+    let rx = Receiver::start();
+    let app = app(None, None);
+    endpoint(&app, &rx, "/gone/pruned", &["plan.changed"]);
+    let id = create_tenant(&app, "pruned", "p@shop.test");
+    change_plan(&app, &id, "pro");
+    wait_delivery(&app, "channel=webhook", &["dead"]);
+    wait_delivery(&app, "channel=email", &["skipped"]);
+    assert_eq!(outbox_rows(&app.data_dir), 2);
+    let db = tenantplane_control_db::ControlDb::open(&format!(
+        "sqlite://{}",
+        app.data_dir.join("control.db").display()
+    ))
+    .unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let none = tenantplane_notify::deliveries::prune(&db, now - chrono::Duration::days(1)).unwrap();
+    assert_eq!(none, Default::default(), "nothing old enough");
+    let pruned =
+        tenantplane_notify::deliveries::prune(&db, now + chrono::Duration::minutes(1)).unwrap();
+    assert_eq!(
+        (pruned.deliveries, pruned.events),
+        (1, 1),
+        "the skipped mail, and tenant.created (no deliveries): {pruned:?}"
+    );
+    let left = deliveries(&app, "");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["state"], "dead", "dead letters stay: {left:?}");
+    assert_eq!(
+        outbox_rows(&app.data_dir),
+        1,
+        "the dead delivery's event stays"
+    );
+    assert_eq!(
+        delivery(&app, &left[0]["id"])["attempt_log"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
 }

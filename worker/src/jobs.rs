@@ -17,6 +17,10 @@ use tenantplane_jobs::{enqueue_at, prune_succeeded, Job, JobContext, JobError, R
 /// How long finished jobs stay visible before the prune removes them.
 const KEEP_SUCCEEDED_DAYS: i64 = 7;
 
+/// How long outbox events and their finished deliveries stay (how far back
+/// a webhook replay reaches); dead deliveries stay until retried.
+const KEEP_NOTIFICATIONS_DAYS: i64 = 30;
+
 /// Every kind this worker runs.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
@@ -84,7 +88,8 @@ impl Job for TrialSweep {
 }
 
 /// Removes succeeded jobs and decided schedule runs older than a week
-/// (dead jobs stay until an operator retries or they are looked at).
+/// (dead jobs stay until an operator retries or they are looked at), and
+/// delivered notifications older than 30 days.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PruneJobs {
     pub due: Option<NaiveDateTime>,
@@ -101,6 +106,11 @@ impl Job for PruneJobs {
         let before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_SUCCEEDED_DAYS);
         let n = prune_succeeded(ctx.db(), before)?;
         let runs = tenantplane_jobs::schedules::prune_runs(ctx.db(), before)?;
+        let notify_before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_NOTIFICATIONS_DAYS);
+        let pruned = tenantplane_notify::deliveries::prune(ctx.db(), notify_before)?;
+        if pruned.events + pruned.deliveries > 0 {
+            tracing::info!(?pruned, "old notifications pruned");
+        }
         if n + runs > 0 {
             tracing::info!(
                 jobs = n,

@@ -217,3 +217,52 @@ pub fn retry(db: &ControlDb, actor: &Actor, id: i64) -> Result<Delivery> {
         find(conn, id)
     })
 }
+
+/// What [`prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: usize,
+    pub deliveries: usize,
+    pub attempts: usize,
+}
+
+/// Removes delivered and skipped deliveries (with their attempts) last
+/// changed before `before`, and the dispatched events older than `before`
+/// that have no delivery left. Dead deliveries, and so their events, stay
+/// until an operator retries them. Replays reach back only as far as the
+/// events kept.
+pub fn prune(db: &ControlDb, before: NaiveDateTime) -> Result<Pruned> {
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        let done = [
+            DeliveryState::Delivered.as_str(),
+            DeliveryState::Skipped.as_str(),
+        ];
+        let old = deliveries::table
+            .filter(deliveries::state.eq_any(done))
+            .filter(deliveries::updated_at.lt(before))
+            .select(deliveries::id);
+        let attempts =
+            diesel::delete(att::table.filter(att::delivery_id.eq_any(old))).execute(conn)?;
+        let removed = diesel::delete(
+            deliveries::table
+                .filter(deliveries::state.eq_any(done))
+                .filter(deliveries::updated_at.lt(before)),
+        )
+        .execute(conn)?;
+        let events = diesel::delete(
+            outbox::table
+                .filter(outbox::created_at.lt(before))
+                .filter(outbox::dispatched_at.is_not_null())
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    deliveries::table.filter(deliveries::event_id.eq(outbox::id)),
+                ))),
+        )
+        .execute(conn)?;
+        Ok(Pruned {
+            events,
+            deliveries: removed,
+            attempts,
+        })
+    })
+}
