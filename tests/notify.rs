@@ -455,8 +455,14 @@ fn webhook_retries_until_200(control_db: Option<String>) {
     let full = delivery(&app, &d["id"]);
     assert_eq!(statuses(&full), [json!(500), json!(500), json!(200)]);
     // Each attempt keeps the start of the answer.
-    assert_eq!(full["attempt_log"][0]["response_excerpt"], r#"{"error": "no"}"#);
-    assert_eq!(full["attempt_log"][2]["response_excerpt"], r#"{"ok": true}"#);
+    assert_eq!(
+        full["attempt_log"][0]["response_excerpt"],
+        r#"{"error": "no"}"#
+    );
+    assert_eq!(
+        full["attempt_log"][2]["response_excerpt"],
+        r#"{"ok": true}"#
+    );
     assert_eq!(full["attempt_log"][0]["outcome"], "retry");
     let latency: Vec<i64> = full["attempt_log"]
         .as_array()
