@@ -26,6 +26,7 @@ struct FileConfig {
     webhook_allow_private: Option<bool>,
     webhook_timeout_s: Option<u64>,
     notify_retry_scale: Option<f64>,
+    shutdown_grace_s: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,10 @@ pub struct Config {
     /// `TENANTPLANE_WEBHOOK_TIMEOUT_S`, `TENANTPLANE_NOTIFY_RETRY_SCALE`).
     /// The SMTP password never shows in `Debug`.
     pub notify: tenantplane_notify::NotifyConfig,
+    /// Seconds a stopping process (SIGTERM) gives requests, tenant runs and
+    /// jobs in flight before it hands the unfinished ones back; keep it below
+    /// Kubernetes' `terminationGracePeriodSeconds`.
+    pub shutdown_grace_s: u64,
 }
 
 impl fmt::Debug for Config {
@@ -72,6 +77,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("worker_threads", &self.worker_threads)
             .field("worker_lease_s", &self.worker_lease_s)
+            .field("shutdown_grace_s", &self.shutdown_grace_s)
             .field(
                 "backup_store",
                 &tenantplane_fleet::urls::redact_url(&self.backup_store),
@@ -146,6 +152,7 @@ impl Config {
                 None
             };
         let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
+        let shutdown_grace_s = number("TENANTPLANE_SHUTDOWN_GRACE_S", file.shutdown_grace_s, 30)?;
         let backup_store = env("TENANTPLANE_BACKUP_STORE")
             .or(file.backup_store)
             .unwrap_or_else(|| tenantplane_backup::store::default_url(&data_dir));
@@ -159,6 +166,7 @@ impl Config {
             worker_threads,
             worker_lease_s,
             backup_store,
+            shutdown_grace_s,
         })
     }
 }
@@ -228,5 +236,19 @@ fn check_mailbox(key: &str, text: &str) -> Result<()> {
             Ok(())
         }
         _ => bail!("{key}: {text:?} is not an e-mail address"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example holds only keys this version reads.
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../deploy/tenantplane.example.toml");
+        let parsed: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(parsed.shutdown_grace_s, Some(30));
+        assert_eq!(parsed.worker_lease_s, Some(30));
     }
 }

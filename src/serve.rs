@@ -2,11 +2,13 @@
 //! parts in one process.
 
 use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tenantplane_api::AppState;
+use tenantplane_api::{AppState, Shutdown};
 
 use tenantplane_access::tokens;
 use tenantplane_control_db::ControlDb;
@@ -39,6 +41,7 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
     if parts.demo {
         demo::ensure_demo_fleet(&db)?;
     }
+    let grace = Duration::from_secs(config.shutdown_grace_s);
     let worker = if parts.worker {
         let mut wc = tenantplane_worker::WorkerConfig::default();
         if let Some(n) = config.worker_threads {
@@ -51,18 +54,38 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
     } else {
         None
     };
+    // On SIGTERM/SIGINT the API drains and the worker hands back what it
+    // cannot finish, side by side within the one grace period.
+    let (signalled, on_signal) = mpsc::channel::<()>();
+    let stopper = worker.map(|w| {
+        std::thread::spawn(move || {
+            // A message, or the sender gone (the API ended on its own).
+            let _ = on_signal.recv();
+            w.stop_within(grace)
+        })
+    });
     let result = if parts.api {
-        run_api(config, db)
+        run_api(config, db, grace, signalled)
     } else {
-        wait_for_signal()
+        let waited = wait_for_signal();
+        drop(signalled);
+        waited
     };
-    if let Some(w) = worker {
-        w.stop();
+    if let Some(t) = stopper {
+        match t.join() {
+            Ok(stopped) => tracing::info!(?stopped, "worker stopped"),
+            Err(_) => tracing::error!("the worker stopper panicked"),
+        }
     }
     result
 }
 
-fn run_api(config: &Config, db: ControlDb) -> Result<()> {
+fn run_api(
+    config: &Config,
+    db: ControlDb,
+    grace: Duration,
+    signalled: mpsc::Sender<()>,
+) -> Result<()> {
     let (operator, generated) = tokens::bootstrap_operator(&db, config.operator_token.as_deref())
         .context("setting up the operator token")?;
     if let Some(token) = generated {
@@ -86,14 +109,30 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
     let stop_refresh = Arc::new(AtomicBool::new(false));
     let refresher = flags.start_refresher(stop_refresh.clone())?;
     let served = actix_web::rt::System::new().block_on(async move {
+        let shutdown = Shutdown::new(grace);
         let state = AppState {
             db,
             operator,
             flags,
             backups,
             webhook_allow_private: config.notify.allow_private,
+            shutdown: shutdown.clone(),
         };
         let server = tenantplane_api::server(listener, state, workers)?;
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = signal().await {
+                tracing::error!(error = %e, "cannot wait for signals; stop with SIGKILL");
+                return;
+            }
+            tracing::info!(
+                grace_s = grace.as_secs(),
+                "signal received, stopping: no new connections, requests in flight finish"
+            );
+            shutdown.begin();
+            let _ = signalled.send(());
+            handle.stop(true).await;
+        });
         println!("tenantplane listening on http://{addr}");
         tracing::info!(%addr, "API listening");
         server.await
@@ -107,18 +146,20 @@ fn run_api(config: &Config, db: ControlDb) -> Result<()> {
     Ok(())
 }
 
+/// The first SIGINT or SIGTERM.
+async fn signal() -> std::io::Result<()> {
+    let mut term =
+        actix_web::rt::signal::unix::signal(actix_web::rt::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = actix_web::rt::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
 /// `worker` alone: run until SIGINT/SIGTERM.
 fn wait_for_signal() -> Result<()> {
     println!("tenantplane worker running");
-    actix_web::rt::System::new().block_on(async {
-        let mut term = actix_web::rt::signal::unix::signal(
-            actix_web::rt::signal::unix::SignalKind::terminate(),
-        )?;
-        tokio::select! {
-            r = actix_web::rt::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })?;
+    actix_web::rt::System::new().block_on(signal())?;
     tracing::info!("signal received, stopping");
     Ok(())
 }

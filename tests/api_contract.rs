@@ -75,6 +75,7 @@ fn openapi_documents_every_route() {
         ("/v1/backups/{id}/pin", "put"),
         ("/v1/backups/{id}/pin", "delete"),
         ("/v1/backups/{id}/restore", "post"),
+        ("/v1/backups/retention", "post"),
         ("/v1/tenant/exports", "post"),
         ("/v1/tenant/exports/{id}", "get"),
         ("/v1/exports/download/{token}", "get"),

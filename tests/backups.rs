@@ -526,3 +526,138 @@ fn metrics_report_backups_their_age_and_schedule_lag() {
     });
     assert!(lag >= 0.0, "{lag}");
 }
+
+/// `POST /v1/backups/retention` and `tenantplane backups retention`: a dry
+/// run lists what would go and changes nothing; a run deletes only what a
+/// newer verified backup covers, never a pinned one; bad policies are 4xx.
+#[test]
+fn retention_through_the_api_and_the_cli() {
+    let app = App::start();
+    let t = create_tenant(&app, "keeper", None);
+    let tid = id(&t);
+    let b: Vec<Value> = (0..4).map(|_| backup(&app, &tid)).collect();
+    let (s, v) = app.call("POST", &format!("/v1/backups/{}/verify", id(&b[2])), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "verified", "{v}");
+    let (s, p) = app.call("PUT", &format!("/v1/backups/{}/pin", id(&b[0])), None);
+    assert_eq!(s, 200, "{p}");
+    let states = |app: &App| -> Vec<(String, String)> {
+        let (s, page) = app.call("GET", &format!("/v1/backups?tenant={tid}"), None);
+        assert_eq!(s, 200, "{page}");
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| (id(i), i["state"].as_str().expect("state").to_string()))
+            .collect()
+    };
+    let before = states(&app);
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    // Bad input: 4xx, nothing changed.
+    for (body, status, code) in [
+        (json!({"policy": {"keep_last": -1}}), 400, "bad_request"),
+        (
+            json!({"policy": {"keep_last": 0, "daily": 0, "weekly": 0, "monthly": 0}}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"selector": {"all": true}, "tenant": "keeper"}),
+            422,
+            "invalid",
+        ),
+        (json!({"tenant": "no-such-shop"}), 404, "not_found"),
+        (json!({"keep_last": 2}), 400, "bad_request"),
+    ] {
+        let (s, e) = app.call("POST", "/v1/backups/retention", Some(body.clone()));
+        assert_eq!(
+            (s, error_code(&e)),
+            (status, code.to_string()),
+            "{body}: {e}"
+        );
+    }
+    assert_eq!(states(&app), before);
+
+    // keep_last 1: b[3] by the policy, b[2] as the newest verified, b[0]
+    // pinned; only b[1] goes. A dry run says so and deletes nothing.
+    let policy = json!({"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0});
+    let (s, dry) = app.call(
+        "POST",
+        "/v1/backups/retention",
+        Some(json!({"tenant": "keeper", "policy": policy, "dry_run": true})),
+    );
+    assert_eq!(s, 200, "{dry}");
+    assert_eq!(
+        (
+            dry["dry_run"].clone(),
+            dry["deleted"].clone(),
+            dry["kept"].clone()
+        ),
+        (json!(true), json!(1), json!(3)),
+        "{dry}"
+    );
+    let gone = &dry["tenants"][0]["deleted"];
+    assert_eq!(gone.as_array().map(Vec::len), Some(1), "{dry}");
+    assert_eq!(gone[0]["id"], id(&b[1]).as_str(), "{dry}");
+    let reasons: Vec<(String, String)> = dry["tenants"][0]["kept"]
+        .as_array()
+        .expect("kept")
+        .iter()
+        .map(|d| (id(d), d["reason"].as_str().expect("reason").to_string()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (id(&b[3]), "keep-last".to_string()),
+            (id(&b[2]), "newest verified".to_string()),
+            (id(&b[0]), "pinned".to_string()),
+        ]
+    );
+    assert_eq!(states(&app), before);
+    assert!(artifact_path(&app, &b[1]).is_file());
+    assert!(!audit_actions(&app, &tid)
+        .iter()
+        .any(|a| a == "backup.retention"));
+
+    // The CLI runs it for real.
+    let report = cli_json(
+        &app,
+        &[
+            "backups",
+            "retention",
+            "--tenant",
+            "keeper",
+            "--keep-last",
+            "1",
+            "--daily",
+            "0",
+            "--weekly",
+            "0",
+            "--monthly",
+            "0",
+        ],
+    );
+    assert_eq!(
+        (report["dry_run"].clone(), report["deleted"].clone()),
+        (json!(false), json!(1)),
+        "{report}"
+    );
+    let after: Vec<String> = states(&app).into_iter().map(|(i, _)| i).collect();
+    assert_eq!(after, vec![id(&b[3]), id(&b[2]), id(&b[0])]);
+    assert!(!artifact_path(&app, &b[1]).exists());
+    assert!(artifact_path(&app, &b[0]).is_file());
+    // The run over a selector is audited fleet-wide, its deletion per tenant.
+    let (s, log) = app.call("GET", "/v1/audit", None);
+    assert_eq!(s, 200, "{log}");
+    let runs: Vec<&Value> = log
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "backup.retention")
+        .collect();
+    assert_eq!(runs.len(), 1, "{log}");
+    assert!(audit_actions(&app, &tid)
+        .iter()
+        .any(|a| a == "backup.delete"));
+}

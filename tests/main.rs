@@ -9,11 +9,13 @@
 mod common;
 
 mod api_contract;
+mod backup_kills;
 mod backups;
 mod cli_flags;
 mod cli_rollout;
 mod error_kinds;
 mod exports;
+mod hardening;
 mod notify;
 mod plans_flags;
 mod processes;
@@ -23,4 +25,5 @@ mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
 mod schedules;
+mod shutdown;
 mod tenants_lifecycle;

@@ -18,6 +18,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A tenant key of a suspended tenant tried to change something.
+    #[error("{0}")]
+    TenantSuspended(String),
     #[error("no route for {0}")]
     NoRoute(String),
     /// Existed, is no more, and will not come back (an expired export link).
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::TenantSuspended(_) => "tenant_suspended",
             ApiError::Gone(_) => "gone",
             ApiError::Internal(_) => "internal",
         }
@@ -68,7 +72,7 @@ impl ResponseError for ApiError {
             ApiError::Domain(DomainError::Control { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::TenantSuspended(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -8,9 +8,12 @@ pub mod error;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
+mod text_guard;
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpRequest, HttpServer};
 use tenantplane_access::tokens::OperatorTokens;
@@ -34,6 +37,40 @@ pub struct AppState {
     /// Webhook URLs may point at private and loopback addresses
     /// (`TENANTPLANE_WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_allow_private: bool,
+    pub shutdown: Shutdown,
+}
+
+/// The process is stopping: long-lived responses (event streams) end with a
+/// reconnect hint, and the server gives requests in flight `grace` to
+/// finish.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    pub grace: Duration,
+}
+
+impl Shutdown {
+    pub fn new(grace: Duration) -> Shutdown {
+        Shutdown {
+            flag: Arc::new(AtomicBool::new(false)),
+            grace,
+        }
+    }
+
+    pub fn begin(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_begun(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for Shutdown {
+    /// 30 s, below Kubernetes' default `terminationGracePeriodSeconds`.
+    fn default() -> Self {
+        Shutdown::new(Duration::from_secs(30))
+    }
 }
 
 impl AppState {
@@ -109,6 +146,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::schedules::update)
     .service(routes::schedules::remove)
     .service(routes::schedules::runs)
+    .service(routes::backups::retention)
     .service(routes::backups::create)
     .service(routes::backups::list)
     .service(routes::backups::get)
@@ -145,16 +183,21 @@ pub fn server(
     state: AppState,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let grace = state.shutdown.grace.as_secs().max(1);
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(text_guard::middleware))
             .wrap(middleware::from_fn(request_id::middleware))
             .configure(configure)
             .default_service(web::to(no_route))
     })
     .workers(workers)
+    // The binary handles SIGTERM itself (it also stops the worker) and
+    // calls the server handle's graceful stop.
     .disable_signals()
+    .shutdown_timeout(grace)
     .listen(listener)?
     .run();
     Ok(server)

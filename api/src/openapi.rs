@@ -72,6 +72,7 @@ impl Modify for BearerAuth {
         routes::backups::unpin,
         routes::backups::remove,
         routes::backups::restore,
+        routes::backups::retention,
         routes::exports::tenant_request,
         routes::exports::tenant_get,
         routes::exports::download,

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::client::{encode, Client};
 use super::output::{print, Output};
+use super::schedules::SelectorArgs;
 
 const BACKUP_COLUMNS: &[&str] = &[
     "id",
@@ -66,6 +67,32 @@ pub enum BackupCmd {
         /// The new tenant's server (id or name, of the backup's kind).
         #[arg(long, requires = "new_tenant")]
         server: Option<String>,
+    },
+    /// Apply a retention policy now (all live tenants without selector
+    /// options). Pinned backups, each tenant's newest verified backup and
+    /// backups without a newer verified one are always kept.
+    Retention {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// A deleted tenant's id or slug (its backups stay until a run
+        /// names it); not with selector options.
+        #[arg(long, value_name = "ID|SLUG")]
+        deleted_tenant: Option<String>,
+        /// Keep the newest N usable backups (default 7).
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep the newest backup of each of the newest N days (default 7).
+        #[arg(long)]
+        daily: Option<u32>,
+        /// … of each of the newest N ISO weeks (default 4).
+        #[arg(long)]
+        weekly: Option<u32>,
+        /// … of each of the newest N months (default 6).
+        #[arg(long)]
+        monthly: Option<u32>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -170,6 +197,63 @@ pub fn run(client: &Client, output: Output, cmd: BackupCmd) -> Result<()> {
                     ),
                     None => println!("restored backup {id} as a new tenant"),
                 }
+            }
+        }
+        BackupCmd::Retention {
+            selector,
+            deleted_tenant,
+            keep_last,
+            daily,
+            weekly,
+            monthly,
+            dry_run,
+        } => {
+            let mut body = json!({ "dry_run": dry_run });
+            match (selector.value()?, deleted_tenant) {
+                (Some(_), Some(_)) => bail!("--deleted-tenant goes without selector options"),
+                (Some(s), None) => body["selector"] = s,
+                (None, Some(t)) => body["tenant"] = json!(t),
+                (None, None) => {}
+            }
+            let mut policy = serde_json::Map::new();
+            for (name, n) in [
+                ("keep_last", keep_last),
+                ("daily", daily),
+                ("weekly", weekly),
+                ("monthly", monthly),
+            ] {
+                if let Some(n) = n {
+                    policy.insert(name.into(), json!(n));
+                }
+            }
+            if !policy.is_empty() {
+                body["policy"] = Value::Object(policy);
+            }
+            let v = client.call("POST", "/v1/backups/retention", Some(&body))?;
+            let rows: Vec<Value> = v["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|t| {
+                    let deleted = t["deleted"].as_array().cloned().unwrap_or_default();
+                    deleted.into_iter().map(move |mut d| {
+                        d["tenant"] = t["slug"].clone();
+                        d
+                    })
+                })
+                .collect();
+            print(
+                output,
+                &v,
+                &rows,
+                &["tenant", "id", "created_at", "state", "reason"],
+            );
+            if output == Output::Table {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "{} tenants checked: kept {}, {verb} {}, {} errors",
+                    v["tenants_checked"], v["kept"], v["deleted"], v["errors"]
+                );
             }
         }
     }

@@ -792,6 +792,15 @@ fn read_events(reader: impl BufRead, progress: &mut Progress) -> Segment {
                 progress.update(&value);
                 return Segment::Done(value);
             }
+            // The server is stopping (a restart, a rolling deploy): come
+            // back without counting it as a failure.
+            "shutdown" => {
+                return Segment::Dropped {
+                    reason: "the server is stopping".into(),
+                    events,
+                    quiet: true,
+                }
+            }
             _ => {
                 progress.update(&value);
                 let state = str_of(&value["state"]);

@@ -141,7 +141,7 @@ pub struct SelectorArgs {
 
 impl SelectorArgs {
     /// The selector JSON, `None` when no option was given.
-    fn value(&self) -> Result<Option<Value>> {
+    pub(super) fn value(&self) -> Result<Option<Value>> {
         let mut s = Map::new();
         if self.all {
             s.insert("all".into(), json!(true));

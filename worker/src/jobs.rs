@@ -142,8 +142,11 @@ impl Job for BackupSweep {
             // No store in this worker: nothing of ours to sweep.
             return Ok(());
         };
-        let r =
-            tenantplane_backup::sweep(ctx.db(), store.as_ref(), tenantplane_backup::RUNNING_GRACE)?;
+        let r = tenantplane_backup::sweep(
+            ctx.db(),
+            store.as_ref(),
+            tenantplane_backup::SweepAges::DEFAULT,
+        )?;
         tracing::info!(report = ?r, "backup sweep done");
         Ok(())
     }

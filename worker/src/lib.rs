@@ -78,19 +78,30 @@ impl Default for WorkerConfig {
     }
 }
 
-/// A running worker. [`WorkerHandle::stop`] lets the tasks in hand finish.
+/// A running worker. [`WorkerHandle::stop`] lets the tasks in hand finish;
+/// [`WorkerHandle::stop_within`] gives them a grace period.
 pub struct WorkerHandle {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    maintenance: JoinHandle<()>,
     jobs: Runner,
     scheduler: Scheduler,
     relay: tenantplane_notify::Relay,
     pub id: String,
 }
 
+/// What a graceful stop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Rollout tasks still running at the end of the grace, handed back.
+    pub tasks_released: usize,
+    /// Jobs still running at the end of the grace, handed back.
+    pub jobs_released: usize,
+}
+
 impl WorkerHandle {
     pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         self.scheduler.stop();
         self.relay.stop();
         self.jobs.stop();
@@ -99,7 +110,57 @@ impl WorkerHandle {
                 tracing::error!("a worker thread panicked");
             }
         }
+        self.shared.stop_heartbeat.store(true, Ordering::SeqCst);
+        if self.maintenance.join().is_err() {
+            tracing::error!("the maintenance thread panicked");
+        }
         tracing::info!(worker = %self.id, "worker stopped");
+    }
+
+    /// Stops claiming (tasks, jobs, schedule fires) and gives the tenant
+    /// runs and jobs in hand `grace` to finish, their leases kept alive
+    /// meanwhile. What is still running then is handed back at once
+    /// (`tasks::release`, `queue::release`), so other workers take it over
+    /// without waiting for the lease; the threads running it are left to
+    /// the process's exit, which rolls their tenant transactions back.
+    pub fn stop_within(self, grace: Duration) -> Stopped {
+        let deadline = Instant::now() + grace;
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.scheduler.stop();
+        // Events not fanned out yet wait in the outbox for the next relay.
+        self.relay.stop();
+        let jobs_released = self.jobs.stop_by(deadline);
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut out = Stopped {
+            tasks_released: 0,
+            jobs_released,
+        };
+        if self.threads.iter().all(|t| t.is_finished()) {
+            for t in self.threads {
+                if t.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        } else {
+            let ids: Vec<i64> = self
+                .shared
+                .in_flight
+                .lock()
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default();
+            match tasks::release(&self.shared.db, &self.id, &ids) {
+                Ok(n) => out.tasks_released = n,
+                Err(e) => {
+                    tracing::error!(error = %report(&e), "could not hand back the unfinished tasks; their leases will expire")
+                }
+            }
+        }
+        self.shared.stop_heartbeat.store(true, Ordering::SeqCst);
+        tracing::info!(worker = %self.id, tasks_released = out.tasks_released,
+            jobs_released = out.jobs_released, "worker stopped");
+        out
     }
 }
 
@@ -109,20 +170,28 @@ struct Shared {
     id: String,
     config: WorkerConfig,
     stop: Arc<AtomicBool>,
+    /// Set after `stop`: the leases of the tasks in hand are kept alive
+    /// until then.
+    stop_heartbeat: AtomicBool,
     in_flight: Mutex<HashSet<i64>>,
+}
+
+/// Sleeps up to `d`, waking early when `flag` is set.
+fn nap_until(flag: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !flag.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 impl Shared {
     /// Sleeps up to `d`, waking early when asked to stop.
     fn nap(&self, d: Duration) {
-        let until = Instant::now() + d;
-        while !self.stop.load(Ordering::SeqCst) {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
+        nap_until(&self.stop, d);
     }
 
     fn stopping(&self) -> bool {
@@ -150,6 +219,7 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         id: id.clone(),
         config: config.clone(),
         stop: stop.clone(),
+        stop_heartbeat: AtomicBool::new(false),
         in_flight: Mutex::new(HashSet::new()),
     });
     let mut threads = Vec::new();
@@ -180,15 +250,14 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         config.relay_poll,
     )?;
     let s = shared.clone();
-    threads.push(
-        std::thread::Builder::new()
-            .name("maintenance".into())
-            .spawn(move || maintenance(&s))?,
-    );
+    let maintenance = std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(move || maintenance(&s))?;
     tracing::info!(worker = %id, threads = config.threads, job_threads = config.job_threads, "worker started");
     Ok(WorkerHandle {
-        stop,
+        shared,
         threads,
+        maintenance,
         jobs,
         scheduler,
         relay,
@@ -196,12 +265,14 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
     })
 }
 
-/// Heartbeats, wave advancement, queueing the housekeeping jobs.
+/// Heartbeats, wave advancement, queueing the housekeeping jobs. Once the
+/// worker is stopping, only the heartbeats go on (for the tasks still in
+/// hand), until `stop_heartbeat`.
 fn maintenance(s: &Shared) {
     let beat = (s.config.lease / 3).max(Duration::from_millis(100));
     let mut last_sweep: Option<Instant> = None;
     let mut last_advance = Instant::now();
-    while !s.stopping() {
+    while !s.stop_heartbeat.load(Ordering::SeqCst) {
         let ids: Vec<i64> = s
             .in_flight
             .lock()
@@ -209,6 +280,10 @@ fn maintenance(s: &Shared) {
             .unwrap_or_default();
         if let Err(e) = tasks::heartbeat(&s.db, &s.id, &ids, s.config.lease) {
             tracing::warn!(error = %report(&e), "heartbeat failed");
+        }
+        if s.stopping() {
+            nap_until(&s.stop_heartbeat, beat);
+            continue;
         }
         if last_advance.elapsed() >= Duration::from_secs(2) {
             if let Err(e) = rollouts::advance_all(&s.db) {

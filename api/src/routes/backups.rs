@@ -7,6 +7,7 @@
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use serde::Deserialize;
 use tenantplane_api_types::backups::{Backup, BackupPage, RestoreRequest, Restored};
+use tenantplane_api_types::retention::{Report as RetentionReport, RetentionRequest};
 use tenantplane_backup::{self as backup, BackupFilter, Reason};
 
 use crate::auth::Operator;
@@ -249,4 +250,29 @@ pub async fn restore(
     } else {
         HttpResponse::Ok().json(body)
     })
+}
+
+/// Applies a retention policy now to the backups of one tenant or of the
+/// tenants a selector picks (all live tenants without either). Pinned
+/// backups, backups in progress and each tenant's newest verified backup
+/// are always kept, and a backup goes only when a newer verified backup of
+/// its tenant exists. `dry_run` reports what would go and changes nothing.
+/// A deletion that fails is listed under `errors` (the backup stays).
+#[utoipa::path(post, path = "/v1/backups/retention", tag = "backups", security(("bearer" = [])),
+    operation_id = "backups_retention", request_body = RetentionRequest,
+    responses((status = 200, body = RetentionReport, description = "what was (or, in a dry run, would be) kept and deleted"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody, description = "unknown tenant"),
+        (status = 422, body = crate::error::ErrorBody, description = "invalid policy or selector; nothing changed")))]
+#[post("/v1/backups/retention")]
+pub async fn retention(
+    state: web::Data<AppState>,
+    op: Operator,
+    body: web::Json<RetentionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.clone();
+    let store = state.backups.clone();
+    let request = body.into_inner();
+    let report = blocking(move || backup::run_retention(&db, &*store, request, &op.0)).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

@@ -165,7 +165,8 @@ pub async fn retry(
 const FINISHED: &[&str] = &["succeeded", "failed", "cancelled"];
 
 /// Server-sent events: `progress` with the rollout whenever it changes, then
-/// `done` when it finishes.
+/// `done` when it finishes; `shutdown` (with `retry: 1000`) when the server
+/// stops, after which a client reconnects.
 #[utoipa::path(get, path = "/v1/rollouts/{id}/events", tag = "rollouts", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, content_type = "text/event-stream", description = "progress events"), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/v1/rollouts/{id}/events")]
@@ -181,47 +182,63 @@ pub async fn events(
         let (db, id) = (db.clone(), id.clone());
         blocking(move || rollouts::get(&db, &id)).await?;
     }
+    let shutdown = state.shutdown.clone();
     let stream = futures_util::stream::unfold(
         (db, id, None::<String>, false),
-        |(db, id, last, done)| async move {
-            if done {
-                return None;
-            }
-            // One read per interval per watcher, changed or not: while a
-            // rollout runs its counts change on nearly every read, and reading
-            // back to back kept the control database busy for each watcher.
-            let mut wait = last.is_some();
-            loop {
-                if wait {
-                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        move |(db, id, last, done)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if done {
+                    return None;
                 }
-                wait = true;
-                let (db2, id2) = (db.clone(), id.clone());
-                let event = match blocking(move || rollouts::get(&db2, &id2)).await {
-                    Ok(r) => {
-                        let data = serde_json::to_string(&r).unwrap_or_default();
-                        let finished = FINISHED.contains(&r.state.as_str());
-                        if last.as_deref() != Some(data.as_str()) || finished {
-                            let kind = if finished { "done" } else { "progress" };
-                            Some((format!("event: {kind}\ndata: {data}\n\n"), data, finished))
-                        } else {
-                            None
-                        }
+                // One read per interval per watcher, changed or not: while a
+                // rollout runs its counts change on nearly every read, and reading
+                // back to back kept the control database busy for each watcher.
+                let mut wait = last.is_some();
+                loop {
+                    if wait {
+                        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(e) => Some((
-                        format!(
-                            "event: error\ndata: {}\n\n",
-                            serde_json::json!({"message": e.to_string()})
-                        ),
-                        String::new(),
-                        true,
-                    )),
-                };
-                if let Some((text, data, finished)) = event {
-                    return Some((
-                        Ok::<_, actix_web::Error>(Bytes::from(text)),
-                        (db, id, Some(data), finished),
-                    ));
+                    wait = true;
+                    if shutdown.is_begun() {
+                        // The server is stopping: say so and when to come back
+                        // (another replica, or this one restarted), then end,
+                        // so the graceful stop need not wait for the stream.
+                        return Some((
+                            Ok(Bytes::from(format!(
+                                "retry: 1000\nevent: shutdown\ndata: {}\n\n",
+                                serde_json::json!({"message": "the server is stopping; reconnect"})
+                            ))),
+                            (db, id, last, true),
+                        ));
+                    }
+                    let (db2, id2) = (db.clone(), id.clone());
+                    let event = match blocking(move || rollouts::get(&db2, &id2)).await {
+                        Ok(r) => {
+                            let data = serde_json::to_string(&r).unwrap_or_default();
+                            let finished = FINISHED.contains(&r.state.as_str());
+                            if last.as_deref() != Some(data.as_str()) || finished {
+                                let kind = if finished { "done" } else { "progress" };
+                                Some((format!("event: {kind}\ndata: {data}\n\n"), data, finished))
+                            } else {
+                                None
+                            }
+                        }
+                        Err(e) => Some((
+                            format!(
+                                "event: error\ndata: {}\n\n",
+                                serde_json::json!({"message": e.to_string()})
+                            ),
+                            String::new(),
+                            true,
+                        )),
+                    };
+                    if let Some((text, data, finished)) = event {
+                        return Some((
+                            Ok::<_, actix_web::Error>(Bytes::from(text)),
+                            (db, id, Some(data), finished),
+                        ));
+                    }
                 }
             }
         },

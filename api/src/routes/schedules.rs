@@ -128,7 +128,8 @@ fn check_params(
     params: Option<&serde_json::Value>,
 ) -> Result<(), tenantplane_control_db::Error> {
     if job == "retention" {
-        tenantplane_backup::retention::Policy::from_params(params)?;
+        tenantplane_backup::retention::Policy::from_params(params)
+            .map_err(tenantplane_control_db::Error::Invalid)?;
     }
     Ok(())
 }

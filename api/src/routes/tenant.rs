@@ -2,6 +2,7 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
+use tenantplane_control_db::states::TenantStatus;
 use tenantplane_control_db::Error;
 use tenantplane_flags::plans::{self, PlanChange, PlanPreview};
 use tenantplane_flags::snapshot::TenantFeatures;
@@ -69,7 +70,8 @@ pub struct PlanRequest {
 /// an upgrade whose features need a newer schema answers 202 and queues the
 /// migration: those features turn on when it succeeds.
 #[utoipa::path(post, path = "/v1/tenant/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanRequest,
-    responses((status = 200, body = PlanChange), (status = 202, body = PlanChange, description = "features wait for a migration"),
+    responses((status = 200, body = PlanChange, description = "changed, or already on that plan (nothing queued)"), (status = 202, body = PlanChange, description = "features wait for a migration"),
+        (status = 403, body = crate::error::ErrorBody, description = "`tenant_suspended`: a suspended tenant's key reads only"),
         (status = 422, body = crate::error::ErrorBody)))]
 #[post("/v1/tenant/plan")]
 pub async fn change_plan(
@@ -77,6 +79,7 @@ pub async fn change_plan(
     key: TenantKey,
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    writable(&state, &key.tenant_id).await?;
     let (db, snap) = (state.db.clone(), state.flags.snapshot());
     let req = body.into_inner();
     let change = blocking(move || {
@@ -96,4 +99,20 @@ pub async fn change_plan(
     } else {
         HttpResponse::Ok().json(change)
     })
+}
+
+/// A tenant key writes only while its tenant is active: a suspended tenant
+/// reads (its features all `TENANT_SUSPENDED`), every write is 403
+/// `tenant_suspended`. Read from the control DB, not the in-memory
+/// snapshot, so a suspension made by another process counts at once.
+pub(crate) async fn writable(state: &AppState, tenant_id: &str) -> Result<(), ApiError> {
+    let (db, id) = (state.db.clone(), tenant_id.to_string());
+    let tenant = blocking(move || registry::get(&db, &id)).await?;
+    if tenant.status == TenantStatus::Suspended.as_str() {
+        return Err(ApiError::TenantSuspended(format!(
+            "tenant '{}' is suspended: its key can read, not change anything",
+            tenant.slug
+        )));
+    }
+    Ok(())
 }

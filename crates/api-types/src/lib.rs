@@ -13,6 +13,7 @@ pub mod features;
 pub mod flags;
 pub mod notify;
 pub mod plans;
+pub mod retention;
 pub mod rollouts;
 pub mod schedules;
 pub mod servers;

@@ -4,9 +4,11 @@
 //! A row goes `pending` → `running` → `completed` (or `failed`). It turns
 //! `completed` only after the artifact and its manifest are durably in the
 //! store, so a process killed mid-way never leaves a completed row without
-//! its artifact: it leaves a `running` row, which the sweep marks `failed`
-//! ("interrupted") once its grace has passed, and maybe an artifact no usable
-//! row points to, which the sweep deletes.
+//! its artifact: it leaves a `running` row whose heartbeat stops, which the
+//! sweep marks `failed` ("interrupted") once the heartbeat is
+//! [`SweepAges::stale_after`] old, and maybe an artifact no usable row points
+//! to, a half-written temporary object and a local scratch directory, which
+//! the sweep deletes.
 
 use std::collections::BTreeSet;
 use std::io::BufWriter;
@@ -33,9 +35,37 @@ use crate::rows::{self, Backup, BackupRow, Reason};
 use crate::sqlite;
 use crate::store::ArtifactStore;
 
-/// How long a `running` backup may go without finishing before the sweep
-/// treats it as interrupted. Generous: a large tenant takes a while.
-pub const RUNNING_GRACE: Duration = Duration::hours(6);
+/// How old things must be before the sweep removes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepAges {
+    /// A `pending`/`running` backup whose heartbeat (or start, before the
+    /// first beat) is older than this is interrupted; so is an artifact in
+    /// the store no backup row wants. Several missed heartbeats.
+    pub stale_after: Duration,
+    /// Half-written objects in the store (temporary files, unfinished
+    /// multipart uploads) and local scratch directories older than this are
+    /// removed. Their age is their start, not their last write (an S3
+    /// multipart upload has no other), so this covers the slowest upload.
+    pub incomplete_after: Duration,
+}
+
+impl SweepAges {
+    pub const DEFAULT: SweepAges = SweepAges {
+        stale_after: Duration::minutes(2),
+        incomplete_after: Duration::hours(6),
+    };
+
+    /// Everything at once (tests, and an operator who knows nothing runs).
+    pub const NOW: SweepAges = SweepAges {
+        stale_after: Duration::zero(),
+        incomplete_after: Duration::zero(),
+    };
+}
+
+/// The prefix of local scratch directories ([`work_dir`]), followed by the
+/// owning process's id, so the sweep can tell a dead process's from a live
+/// one's.
+const WORK_DIR_PREFIX: &str = "tp-backup-";
 
 /// A tenant with its server and database location.
 pub(crate) struct Located {
@@ -74,7 +104,7 @@ pub(crate) fn locate(conn: &mut ControlConnection, tenant: &str, deleted: bool) 
 /// A scratch directory on local disk for one operation.
 pub(crate) fn work_dir(tenant: &str) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
-        .prefix("tp-backup-")
+        .prefix(&format!("{WORK_DIR_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| Error::tenant_db(tenant, "cannot create a work directory", e))
 }
@@ -163,7 +193,10 @@ pub fn create_by(
         kind = %at.kind, reason = reason.as_str(), store = %store.url(), "backup started");
 
     let started = std::time::Instant::now();
-    let taken = take(store, &at, &id, &key).and_then(|manifest| {
+    let heartbeat = beat_backup(db, &id);
+    let taken = take(store, &at, &id, &key);
+    drop(heartbeat);
+    let taken = taken.and_then(|manifest| {
         let done = diesel::update(
             backups::table
                 .find(&id)
@@ -207,6 +240,18 @@ pub fn create_by(
             Err(err)
         }
     }
+}
+
+/// Keeps a running backup's `heartbeat_at` fresh until dropped.
+pub(crate) fn beat_backup(db: &ControlDb, id: &str) -> crate::heartbeat::Heartbeat {
+    let db = db.clone();
+    let backup_id = id.to_string();
+    crate::heartbeat::Heartbeat::start(format!("backup {id}"), move || {
+        diesel::update(backups::table.find(&backup_id))
+            .set(backups::heartbeat_at.eq(Some(Utc::now().naive_utc())))
+            .execute(&mut *db.conn()?)?;
+        Ok(())
+    })
 }
 
 /// Marks a pending or running backup failed with `error` and records
@@ -309,17 +354,18 @@ pub struct SweepReport {
     pub orphans_removed: usize,
     /// Temporary files of interrupted writes, deleted.
     pub incomplete_removed: usize,
+    /// Local scratch directories of killed backups and restores, deleted.
+    pub scratch_removed: usize,
 }
 
 /// Cleans up after interrupted backups: rows still `pending`/`running`
-/// whose start is older than `older_than` become `failed` ("interrupted"),
-/// and objects in the store that no live row references and that are older
-/// than `older_than` are deleted.
-pub fn sweep(
-    db: &ControlDb,
-    store: &dyn ArtifactStore,
-    older_than: Duration,
-) -> Result<SweepReport> {
+/// whose last sign of life (heartbeat, else start, else creation) is older
+/// than `ages.stale_after` become `failed` ("interrupted"); objects in the
+/// store that no live row references and that are older than that are
+/// deleted; half-written objects and local scratch directories older than
+/// `ages.incomplete_after` are removed.
+pub fn sweep(db: &ControlDb, store: &dyn ArtifactStore, ages: SweepAges) -> Result<SweepReport> {
+    let older_than = ages.stale_after;
     let mut report = SweepReport::default();
     let mut conn = db.conn()?;
     let cutoff = Utc::now().naive_utc() - older_than;
@@ -327,9 +373,13 @@ pub fn sweep(
     let stale: Vec<(String, String, String)> = backups::table
         .filter(backups::state.eq_any(open))
         .filter(
-            backups::started_at.lt(cutoff).or(backups::started_at
-                .is_null()
-                .and(backups::created_at.lt(cutoff))),
+            backups::heartbeat_at
+                .lt(cutoff)
+                .or(backups::heartbeat_at.is_null().and(
+                    backups::started_at.lt(cutoff).or(backups::started_at
+                        .is_null()
+                        .and(backups::created_at.lt(cutoff))),
+                )),
         )
         .select((backups::id, backups::tenant_id, backups::artifact))
         .load(&mut conn)?;
@@ -338,8 +388,8 @@ pub fn sweep(
             &mut conn,
             id,
             &format!(
-                "interrupted: still unfinished after {} minutes (the process taking it stopped)",
-                older_than.num_minutes()
+                "interrupted: no sign of life for {} s (the process taking it stopped)",
+                older_than.num_seconds()
             ),
         )?;
         if n > 0 {
@@ -374,10 +424,58 @@ pub fn sweep(
         tracing::info!(key = %o.key, "orphaned backup artifact removed");
         report.orphans_removed += 1;
     }
+    let incomplete_after = ages.incomplete_after.to_std().unwrap_or(StdDuration::ZERO);
     report.incomplete_removed = store
-        .remove_incomplete(older_than.to_std().unwrap_or(StdDuration::ZERO))
+        .remove_incomplete(incomplete_after)
         .map_err(|e| e.for_tenant("(all)", "removing unfinished writes"))?;
+    report.scratch_removed = remove_old_work_dirs(&std::env::temp_dir(), incomplete_after);
     Ok(report)
+}
+
+/// Removes local scratch directories ([`work_dir`]) a killed process left
+/// behind: those of a process that no longer runs (the pid is in the
+/// name) at once, those of another live process once older than
+/// `older_than` (a pid reused after a crash). This process's own are left to
+/// it. Best effort: one that cannot be removed is logged and left for the
+/// next sweep.
+fn remove_old_work_dirs(tmp: &std::path::Path, older_than: StdDuration) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(WORK_DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let owner_gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|m| m < cutoff)
+            .unwrap_or(false);
+        if !(owner_gone || old) {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a left-over scratch directory")
+            }
+        }
+    }
+    removed
 }
 
 /// The tenants a backup may be taken of (for schedules): live, not

@@ -43,6 +43,7 @@ pub fn register(r: &mut Registry) -> &mut Registry {
         .register::<ScheduledRetention>()
         .register::<crate::export::ExportJob>()
         .register::<crate::export::ExpireExports>()
+        .register::<crate::restore_guard::RestoreGuard>()
 }
 
 /// Takes one backup of one tenant. At most one is queued per tenant.

@@ -10,9 +10,16 @@
 //! - [`manifest`]: the manifest, server kinds, row hashing;
 //! - `sqlite`, `postgres`: snapshot, load and measure per backend (→ manifest);
 //! - [`rows`]: the `backups` rows: reads, pin, delete (→ manifest, store);
-//! - [`backup`]: taking a backup, the sweep (→ rows, store, sqlite, postgres);
+//! - `heartbeat`: proof of life of a backup or restore in progress;
+//! - `held`: the tenant's lock during a restore (→ backup, postgres);
+//! - [`backup`]: taking a backup, the sweep (→ heartbeat, rows, store, sqlite,
+//!   postgres);
 //! - [`verify`]: checking a backup (→ backup, rows, sqlite, postgres);
-//! - [`restore`]: in place or as a new tenant (→ backup, verify, rows);
+//! - [`restore`]: in place or as a new tenant (→ backup, verify, rows,
+//!   restore_guard);
+//! - [`restore_guard`]: the job that settles a restore its process did not
+//!   finish, and the undoing of an unfinished new tenant (→ backup, held,
+//!   heartbeat, postgres);
 //! - [`export`]: tenant data exports (zips of JSON/CSV files per table),
 //!   their download tokens and their jobs (→ backup, store);
 //! - [`jobs`]: the job kinds, their registration and the scheduled fan-outs
@@ -26,17 +33,20 @@
 
 pub mod backup;
 pub mod export;
+mod heartbeat;
+mod held;
 pub mod jobs;
 pub mod manifest;
 mod postgres;
 pub mod restore;
+pub mod restore_guard;
 pub mod retention;
 pub mod rows;
 mod sqlite;
 pub mod store;
 pub mod verify;
 
-pub use backup::{create, create_by, sweep, SweepReport, RUNNING_GRACE};
+pub use backup::{create, create_by, sweep, SweepAges, SweepReport};
 pub use manifest::{Manifest, ServerKind};
 pub use restore::{restore_in_place, restore_new_tenant, Restored};
 pub use retention::{

@@ -12,7 +12,6 @@
 //! held.
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::Utc;
 use diesel::prelude::*;
@@ -27,19 +26,16 @@ use tenantplane_control_db::states::{BackupState, TaskState, TenantStatus};
 use tenantplane_fleet::registry::{self, NewTenant, Tenant};
 use tenantplane_fleet::servers::{self, DatabaseServer};
 use tenantplane_fleet::tenant_db::TenantDbLocation;
-use tenantplane_fleet::tenant_run::lock_key;
 
 use crate::backup::{create_by, locate, work_dir, Located};
+use crate::held::{hold, Held, LOCK_WAIT};
 use crate::manifest::{Manifest, ServerKind};
-use crate::postgres::{self, PgPlace, TenantLock};
+use crate::postgres;
+use crate::restore_guard::{self, undo_new_tenant, Armed, Mode, RestoreGuard};
 use crate::rows::{self, Backup, BackupRow, Reason};
 use crate::sqlite;
 use crate::store::ArtifactStore;
 use crate::verify::{check_sqlite, fetch, load_and_compare, short_id, Checked};
-
-/// How long a restore waits for the tenant's lock (a running migration) or
-/// its write lock (SQLite writers).
-pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
@@ -86,27 +82,6 @@ fn damaged(conn: &mut ControlConnection, row: &BackupRow, finding: &str) -> Erro
     Error::Conflict(format!("backup {} cannot be restored: {finding}", row.id))
 }
 
-/// The tenant held for a restore: PostgreSQL tenants by their advisory
-/// lock (so no migration runs meanwhile); SQLite tenants are locked by the
-/// write itself.
-enum Held {
-    Sqlite,
-    Pg { place: PgPlace, lock: TenantLock },
-}
-
-fn hold(at: &Located) -> Result<Held> {
-    match &at.location {
-        TenantDbLocation::SqliteFile { .. } => Ok(Held::Sqlite),
-        location => {
-            let place = PgPlace::of(location)
-                .map_err(|e| e.for_tenant(&at.tenant.slug, "locating the tenant failed"))?;
-            let lock = TenantLock::acquire(&place.url, lock_key(&at.tenant.id), LOCK_WAIT)
-                .map_err(|e| e.for_tenant(&at.tenant.slug, "restore"))?;
-            Ok(Held::Pg { place, lock })
-        }
-    }
-}
-
 /// Replaces the tenant's database with the artifact's content.
 fn replace(
     held: &mut Held,
@@ -114,6 +89,7 @@ fn replace(
     artifact: &Path,
     manifest: &Manifest,
     dir: &Path,
+    staging: Option<&str>,
 ) -> Result<Checked<()>> {
     let slug = at.tenant.slug.as_str();
     match (held, &at.location) {
@@ -127,7 +103,8 @@ fn replace(
             Ok(Checked::Good(()))
         }
         (Held::Pg { place, lock }, _) => {
-            let staging = place.sibling(&format!("tp_restore_{}", short_id()));
+            let name = staging.map_or_else(staging_name, str::to_string);
+            let staging = place.sibling(&name);
             let result =
                 load_and_compare(&staging, artifact, manifest).and_then(|checked| match checked {
                     Checked::Good(()) => lock
@@ -149,17 +126,50 @@ fn replace(
     }
 }
 
+/// A fresh name for a PostgreSQL staging schema.
+fn staging_name() -> String {
+    format!("tp_restore_{}", short_id())
+}
+
+/// Queues the restore's guard (see [`crate::restore_guard`]), naming the
+/// staging schema a PostgreSQL restore will load into.
+fn arm_guard(
+    db: &ControlDb,
+    at: &Located,
+    backup_id: &str,
+    manifest: &Manifest,
+    mode: Mode,
+) -> Result<(Armed, Option<String>)> {
+    let staging = match at.location {
+        TenantDbLocation::SqliteFile { .. } => None,
+        _ => Some(staging_name()),
+    };
+    let armed = restore_guard::arm(
+        db,
+        &RestoreGuard {
+            tenant_id: at.tenant.id.clone(),
+            backup_id: backup_id.to_string(),
+            mode,
+            target_version: manifest.schema_version.clone(),
+            staging: staging.clone(),
+        },
+    )?;
+    Ok((armed, staging))
+}
+
 /// Points the control DB at the restored schema version, bumps the change
-/// counter and audits the restore.
+/// counter, audits the restore and withdraws its guard, in one transaction.
 fn record(
     db: &ControlDb,
     actor: &Actor,
     tenant_id: &str,
     manifest: &Manifest,
     detail: serde_json::Value,
+    guard: &Armed,
 ) -> Result<Tenant> {
     let mut conn = db.conn()?;
     write_tx(&mut conn, None, |conn| {
+        guard.disarm(conn)?;
         let before: Option<String> = tenants::table
             .find(tenant_id)
             .select(tenants::schema_version)
@@ -257,7 +267,15 @@ pub fn restore_in_place(
     let mut held = hold(&at)?;
     let safety = create_by(db, store, &at.tenant.id, Reason::PreRestore, actor)?;
     tracing::info!(backup_id, tenant_id = %at.tenant.id, safety_backup = %safety.id, "restoring in place");
-    match replace(&mut held, &at, &artifact, &manifest, work.path())? {
+    let (guard, staging) = arm_guard(db, &at, backup_id, &manifest, Mode::InPlace)?;
+    match replace(
+        &mut held,
+        &at,
+        &artifact,
+        &manifest,
+        work.path(),
+        staging.as_deref(),
+    )? {
         Checked::Good(()) => {}
         Checked::Bad(f) => return Err(damaged(&mut *db.conn()?, &row, &f)),
     }
@@ -267,6 +285,7 @@ pub fn restore_in_place(
         &at.tenant.id,
         &manifest,
         serde_json::json!({ "mode": "in_place", "safety_backup_id": safety.id }),
+        &guard,
     )?;
     drop(held);
     tracing::info!(backup_id, tenant_id = %tenant.id, schema_version = ?tenant.schema_version, "tenant restored in place");
@@ -370,7 +389,15 @@ pub fn restore_new_tenant(
     )?;
     let loaded = locate(&mut *db.conn()?, &tenant.id, false).and_then(|at| {
         let mut held = hold(&at)?;
-        match replace(&mut held, &at, &artifact, &manifest, work.path())? {
+        let (guard, staging) = arm_guard(db, &at, backup_id, &manifest, Mode::NewTenant)?;
+        match replace(
+            &mut held,
+            &at,
+            &artifact,
+            &manifest,
+            work.path(),
+            staging.as_deref(),
+        )? {
             Checked::Good(()) => {}
             Checked::Bad(f) => return Err(damaged(&mut *db.conn()?, &row, &f)),
         }
@@ -380,6 +407,7 @@ pub fn restore_new_tenant(
             &tenant.id,
             &manifest,
             serde_json::json!({ "mode": "new_tenant", "source_tenant_id": row.tenant_id }),
+            &guard,
         )
     });
     match loaded {
@@ -396,39 +424,5 @@ pub fn restore_new_tenant(
             undo_new_tenant(db, actor, &tenant, &target);
             Err(err)
         }
-    }
-}
-
-/// Drops the database of a tenant a failed restore created and removes its
-/// row (audited), like a failed provisioning.
-fn undo_new_tenant(db: &ControlDb, actor: &Actor, tenant: &Tenant, server: &DatabaseServer) {
-    let Ok(id) = uuid::Uuid::parse_str(&tenant.id) else {
-        return;
-    };
-    if let Err(e) = TenantDbLocation::new(server, &id).drop_if_exists() {
-        tracing::error!(tenant_id = %tenant.id, error = %report(&e), "cannot drop the new tenant's database; soft-deleting it");
-        let _ = registry::delete(db, actor, &tenant.id);
-        return;
-    }
-    let removed = db.conn().and_then(|mut conn| {
-        write_tx(&mut conn, None, |conn| {
-            diesel::delete(tenants::table.find(&tenant.id)).execute(conn)?;
-            changes::bump(conn)?;
-            audit::record(
-                conn,
-                actor,
-                Change {
-                    action: "tenant.delete",
-                    resource_type: "tenant",
-                    resource_id: Some(&tenant.id),
-                    tenant_id: Some(&tenant.id),
-                    before: audit::snapshot(tenant),
-                    after: None,
-                },
-            )
-        })
-    });
-    if let Err(e) = removed {
-        tracing::error!(tenant_id = %tenant.id, error = %report(&e), "cannot remove the new tenant's row");
     }
 }

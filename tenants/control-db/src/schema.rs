@@ -248,6 +248,7 @@ diesel::table! {
         completed_at -> Nullable<Timestamp>,
         verified_at -> Nullable<Timestamp>,
         verify_error -> Nullable<Text>,
+        heartbeat_at -> Nullable<Timestamp>,
     }
 }
 

@@ -317,6 +317,64 @@ pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> 
     .execute(&mut conn)?)
 }
 
+/// Moves a job that has not started yet to `run_at`. A guard job whose
+/// owner is alive keeps it in the future this way (see the restore guard in
+/// the backup crate). `false`: the job already started or is gone.
+pub fn postpone(conn: &mut ControlConnection, id: i64, run_at: NaiveDateTime) -> Result<bool> {
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(JobState::Pending.as_str())),
+    )
+    .set((
+        jobs::run_at.eq(run_at.trunc_subsecs(6)),
+        jobs::updated_at.eq(Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Deletes a job that has not started yet: the work it stood by for was
+/// done by its owner (in the caller's transaction, with that work's
+/// record). `false`: it already started or is gone.
+pub fn withdraw(conn: &mut ControlConnection, id: i64) -> Result<bool> {
+    let n = diesel::delete(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(JobState::Pending.as_str())),
+    )
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Hands back jobs this worker holds but will not finish (it is shutting
+/// down): `pending`, due now, unowned, the attempt not counted, so another
+/// worker claims them at once instead of after the lease. Jobs are
+/// idempotent, so one still running here until the process exits does no
+/// harm. Returns how many were handed back.
+pub fn release(db: &ControlDb, worker: &str, ids: &[i64]) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let now = Utc::now().naive_utc();
+    let mut conn = db.conn()?;
+    Ok(diesel::update(
+        jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::lease_owner.eq(worker))
+            .filter(jobs::state.eq(JobState::Running.as_str())),
+    )
+    .set((
+        jobs::state.eq(JobState::Pending.as_str()),
+        jobs::lease_owner.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+        jobs::run_at.eq(now.trunc_subsecs(6)),
+        jobs::attempts.eq(jobs::attempts - 1),
+        jobs::updated_at.eq(now),
+    ))
+    .execute(&mut conn)?)
+}
+
 /// Marks a job `worker` holds as succeeded. `false`: the lease was lost
 /// (another worker took the job over) and nothing was written.
 pub fn complete(db: &ControlDb, worker: &str, id: i64) -> Result<bool> {

@@ -48,6 +48,7 @@ impl RunnerConfig {
 /// it asks the threads to stop without waiting for them.
 pub struct Runner {
     worker_id: String,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     stop_heartbeat: Arc<AtomicBool>,
     executors: Vec<JoinHandle<()>>,
@@ -102,6 +103,7 @@ impl Runner {
         });
         let mut runner = Runner {
             worker_id: config.worker_id.clone(),
+            shared: shared.clone(),
             stop,
             stop_heartbeat: stop_heartbeat.clone(),
             executors: Vec::new(),
@@ -147,6 +149,41 @@ impl Runner {
             }
         }
         tracing::info!(worker = %self.worker_id, "job runner stopped");
+    }
+}
+
+impl Runner {
+    /// Stops claiming and gives the jobs in hand until `deadline` to finish
+    /// (their leases kept alive meanwhile). Jobs still running then are
+    /// handed back ([`queue::release`]) so another worker takes them at
+    /// once; their threads are left to the process's exit. Returns how many
+    /// were handed back.
+    pub fn stop_by(self, deadline: Instant) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        while self.executors.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.executors.iter().all(|t| t.is_finished()) {
+            self.stop();
+            return 0;
+        }
+        self.stop_heartbeat.store(true, Ordering::SeqCst);
+        let ids: Vec<i64> = self
+            .shared
+            .in_flight
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        match queue::release(&self.shared.db, &self.worker_id, &ids) {
+            Ok(n) => {
+                tracing::warn!(worker = %self.worker_id, released = n, "shutdown grace over: unfinished jobs handed back");
+                n
+            }
+            Err(e) => {
+                tracing::error!(worker = %self.worker_id, error = %report(&e), "could not hand back the unfinished jobs; their leases will expire");
+                0
+            }
+        }
     }
 }
 

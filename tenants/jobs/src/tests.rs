@@ -80,6 +80,7 @@ on_both_backends!(
     enqueue_dedups_while_open_and_joins_the_callers_transaction,
     claims_skip_future_jobs_and_unknown_kinds,
     a_dead_workers_job_is_reclaimed_and_runs_once_more,
+    a_stopping_runner_hands_back_what_it_cannot_finish,
     a_lease_that_expires_on_the_last_attempt_buries_the_job,
     failures_back_off_then_the_job_is_dead_with_its_error,
     the_runner_retries_transient_errors_and_buries_permanent_ones,
@@ -457,6 +458,43 @@ fn a_dead_workers_job_is_reclaimed_and_runs_once_more(t: &TestDb) {
         None
     );
     assert_eq!(get(&db, id).unwrap(), done);
+}
+
+fn a_stopping_runner_hands_back_what_it_cannot_finish(t: &TestDb) {
+    let db = t.open();
+    let slow = queue(
+        &db,
+        &Record {
+            sleep_ms: 1500,
+            ..Record::new(1)
+        },
+    );
+    let runner = quick_runner(&db, "leaving", 1, LEASE);
+    wait_for("the slow job to start", || {
+        get(&db, slow).unwrap().state == JobState::Running
+    });
+    // The grace ends before the job does: it is handed back, due now, the
+    // attempt not counted, no lease left to wait for.
+    let released = runner.stop_by(Instant::now() + Duration::from_millis(100));
+    assert_eq!(released, 1);
+    let back = get(&db, slow).unwrap();
+    assert_eq!(back.state, JobState::Pending);
+    assert_eq!(back.attempts, 0);
+    assert!(back.lease_owner.is_none() && back.lease_expires_at.is_none());
+    assert!(back.run_at <= now());
+    // Another worker claims it at once.
+    let next = claim(&db, "staying", LEASE, &[Record::KIND])
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, slow);
+    // Once handed back it is no longer the leaver's: nothing to release.
+    assert_eq!(release(&db, "leaving", &[slow]).unwrap(), 0);
+
+    // A runner whose jobs finish within the grace hands back nothing.
+    let quick = queue(&db, &Record::new(2));
+    let runner = quick_runner(&db, "tidy", 1, LEASE);
+    wait_for_state(&db, quick, JobState::Succeeded);
+    assert_eq!(runner.stop_by(Instant::now() + Duration::from_secs(5)), 0);
 }
 
 fn a_lease_that_expires_on_the_last_attempt_buries_the_job(t: &TestDb) {

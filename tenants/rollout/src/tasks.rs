@@ -169,6 +169,34 @@ pub fn heartbeat(db: &ControlDb, worker: &str, ids: &[i64], lease: Duration) -> 
     .execute(&mut conn)?)
 }
 
+/// Hands back tasks this worker holds but will not finish (it is shutting
+/// down): `pending`, due now, unowned, the attempt not counted, so another
+/// worker claims them at once instead of after the lease. A tenant run
+/// still in progress here cannot collide with the next one: the tenant's
+/// lock serialises them, and the run whose process exits never commits.
+/// Returns how many were handed back (a task whose lease was already lost is
+/// not ours to hand back).
+pub fn release(db: &ControlDb, worker: &str, ids: &[i64]) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = db.conn()?;
+    Ok(diesel::update(
+        tasks::table
+            .filter(tasks::id.eq_any(ids))
+            .filter(tasks::lease_owner.eq(worker))
+            .filter(tasks::state.eq(TaskState::Running.as_str())),
+    )
+    .set((
+        tasks::state.eq(TaskState::Pending.as_str()),
+        tasks::lease_owner.eq(None::<String>),
+        tasks::lease_expires_at.eq(None::<NaiveDateTime>),
+        tasks::next_attempt_at.eq(Utc::now().naive_utc()),
+        tasks::attempts.eq(tasks::attempts - 1),
+    ))
+    .execute(&mut conn)?)
+}
+
 /// Whether a failed attempt goes back to `pending` (transient, attempts
 /// left) rather than failing the task.
 fn retried(task: &ClaimedTask, err: &TaskError) -> bool {

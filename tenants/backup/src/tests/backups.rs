@@ -12,6 +12,7 @@ use super::support::{actor, age, Env};
 use crate::manifest::{Manifest, ServerKind};
 use crate::rows::{BackupFilter, Reason};
 use crate::store::ArtifactStore;
+use crate::SweepAges;
 use crate::{create, create_by, delete, get, list, pin, restore_in_place, sweep, unpin, verify};
 
 fn flipped_byte(kind: ServerKind) {
@@ -133,8 +134,39 @@ fn sweep_fails_interrupted_backups_and_removes_orphans() {
         .execute(&mut *env.db.conn().unwrap())
         .unwrap();
 
-    let report = sweep(&env.db, &env.store, Duration::minutes(30)).unwrap();
+    // One that started long ago but whose process still beats is alive.
+    let beating = uuid::Uuid::new_v4().to_string();
+    diesel::insert_into(backups::table)
+        .values((
+            backups::id.eq(&beating),
+            backups::tenant_id.eq(&t.id),
+            backups::server_kind.eq("sqlite"),
+            backups::state.eq("running"),
+            backups::reason.eq("scheduled"),
+            backups::artifact.eq(format!("tenants/{}/{beating}.sqlite.gz", t.id)),
+            backups::pinned.eq(false),
+            backups::created_at.eq(two_hours_ago),
+            backups::started_at.eq(Some(two_hours_ago)),
+            backups::heartbeat_at.eq(Some(Utc::now().naive_utc())),
+        ))
+        .execute(&mut *env.db.conn().unwrap())
+        .unwrap();
+    // The scratch directory of a process that is gone (no such pid) goes,
+    // this process's own stays.
+    let dead_scratch = std::env::temp_dir().join(format!("tp-backup-4000000000-{killed}"));
+    std::fs::create_dir_all(dead_scratch.join("sub")).unwrap();
+    let own_scratch = crate::backup::work_dir("sweep-test").unwrap();
+
+    let ages = SweepAges {
+        stale_after: Duration::minutes(30),
+        incomplete_after: Duration::minutes(30),
+    };
+    let report = sweep(&env.db, &env.store, ages).unwrap();
     assert_eq!(report.interrupted, 1);
+    assert!(report.scratch_removed >= 1, "{report:?}");
+    assert!(!dead_scratch.exists());
+    assert!(own_scratch.path().is_dir());
+    assert_eq!(get(&env.db, &beating).unwrap().state, "running");
     assert_eq!(report.orphans_removed, 2, "{report:?}");
     assert_eq!(report.incomplete_removed, 1);
 
@@ -157,7 +189,7 @@ fn sweep_fails_interrupted_backups_and_removes_orphans() {
         .exists(&Manifest::key_for(&good.artifact))
         .unwrap());
     // Nothing left to do the second time.
-    let again = sweep(&env.db, &env.store, Duration::minutes(30)).unwrap();
+    let again = sweep(&env.db, &env.store, ages).unwrap();
     assert_eq!(again, Default::default());
 }
 

@@ -42,6 +42,7 @@ fn jobs_back_up_and_verify_the_selected_tenants() {
             "backup.verify",
             "export-cleanup",
             "export.tenant",
+            "restore.guard",
             "retention",
             "verify"
         ]

@@ -5,6 +5,7 @@
 
 mod backups;
 mod concurrent;
+mod guard;
 mod jobs;
 mod restores;
 mod retention;

@@ -516,7 +516,7 @@ fn s3_backup_verify_and_restore_sqlite() {
     s3.put(&format!("tenants/{}/orphan.sqlite.gz", t.id), &orphan)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let report = sweep(&env.db, &s3, chrono::Duration::zero()).unwrap();
+    let report = sweep(&env.db, &s3, crate::SweepAges::NOW).unwrap();
     assert_eq!(report.orphans_removed, 1, "{report:?}");
     assert!(s3.exists(&b.artifact).unwrap());
     assert!(s3.exists(&safety.artifact).unwrap());

@@ -24,7 +24,7 @@ pub struct Env {
     pub db: ControlDb,
     pub store: FileStore,
     pub kind: ServerKind,
-    server: String,
+    pub server: String,
     // Dropped last: the tenant databases go with it.
     pub pg: Option<TestPg>,
 }
