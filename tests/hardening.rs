@@ -223,3 +223,181 @@ fn twenty_concurrent_plan_changes_queue_one_upgrade_on_postgres() {
     let Some(pg) = TestPg::new() else { return };
     one_upgrade_for_many_changes(&App::start_with_control(Some(pg.url())));
 }
+
+#[test]
+fn limits_and_plan_fallback_cycles_are_refused() {
+    let app = App::start();
+    let t = create_tenant(&app, "limit-shop", json!({}));
+    let cases = [
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"all": true}, "waves": [{"name": "x".repeat(10_000), "count": 1}]}),
+            "a name is at most 64",
+        ),
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"all": true}, "waves": vec![json!({"count": 1}); 10_000]}),
+            "at most 100",
+        ),
+        (
+            "POST",
+            "/v1/rollouts".to_string(),
+            json!({"target": "head", "selector": {"tenants": vec!["shop"; 10_001]}}),
+            "at most 10000",
+        ),
+        (
+            "PUT",
+            format!("/v1/tenants/{t}/features/branding"),
+            json!({"enabled": true, "expires_at": "9999-12-31T00:00:00Z"}),
+            "at most 10 years",
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let (s, e) = app.call(method, &path, Some(body));
+        assert_eq!(
+            (s, error_code(&e)),
+            (422, "invalid".to_string()),
+            "{path}: {e}"
+        );
+        assert!(
+            e["error"]["message"].as_str().unwrap_or("").contains(want),
+            "{path}: {e}"
+        );
+    }
+    let (_, list) = app.call("GET", "/v1/rollouts", None);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "nothing created: {list}"
+    );
+
+    // free → pro → free would leave an ended trial nowhere to land.
+    let (s, free) = app.call("GET", "/v1/plans/free", None);
+    assert_eq!(s, 200, "{free}");
+    let (s, pro) = app.call("GET", "/v1/plans/pro", None);
+    assert_eq!(s, 200, "{pro}");
+    assert_eq!(pro["fallback"], "free", "{pro}");
+    let mut looped = free.clone();
+    looped["fallback"] = json!("pro");
+    let body = json!({
+        "slug": looped["slug"], "name": looped["name"], "price_cents": looped["price_cents"],
+        "currency": looped["currency"], "features": looped["features"], "fallback": "pro",
+    });
+    let (s, e) = app.call("PUT", "/v1/plans/free", Some(body));
+    assert_eq!((s, error_code(&e)), (422, "invalid".to_string()), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("free → pro → free"),
+        "{e}"
+    );
+    let (_, after) = app.call("GET", "/v1/plans/free", None);
+    assert_eq!(after, free, "nothing changed");
+}
+
+#[test]
+fn server_registration_is_checked_before_anything_is_created() {
+    let app = App::start();
+    let count = |app: &App| {
+        let (_, list) = app.call("GET", "/v1/servers", None);
+        list.as_array().map(Vec::len).unwrap_or(0)
+    };
+    let before = count(&app);
+    let fresh = app.data_dir.join("more-tenants");
+    let nested = app.data_dir.join("tenants").join("inner");
+    let cases = [
+        (
+            json!({"kind": "sqlite", "url": "sqlite://relative/dir"}),
+            422,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", app.data_dir.join("tenants").display())}),
+            409,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}/tenants/../tenants", app.data_dir.display())}),
+            409,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", nested.display())}),
+            422,
+        ),
+        (
+            json!({"kind": "sqlite", "url": format!("sqlite://{}", app.data_dir.display())}),
+            422,
+        ),
+    ];
+    for (body, status) in cases {
+        let (s, e) = app.call("POST", "/v1/servers", Some(body.clone()));
+        assert_eq!(s, status, "{body}: {e}");
+    }
+    assert_eq!(count(&app), before, "nothing registered");
+    assert!(!app.data_dir.join("relative").exists(), "nothing created");
+    assert!(!nested.exists(), "nothing created");
+
+    let body =
+        json!({"name": "more", "kind": "sqlite", "url": format!("sqlite://{}", fresh.display())});
+    let (s, srv) = app.call("POST", "/v1/servers", Some(body));
+    assert_eq!(s, 201, "{srv}");
+    assert!(fresh.is_dir());
+    let again = json!({"name": "more-again", "kind": "sqlite", "url": format!("sqlite://{}/", fresh.display())});
+    let (s, e) = app.call("POST", "/v1/servers", Some(again));
+    assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
+
+    // One server per PostgreSQL database and isolation, however it is spelled.
+    let Some(pg) = TestPg::new() else { return };
+    let (s, srv) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-a", "kind": "postgres", "url": pg.url()})),
+    );
+    assert_eq!(s, 201, "{srv}");
+    let respelled = format!("{}?sslmode=disable", pg.url());
+    let (s, e) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-b", "kind": "postgres", "url": respelled})),
+    );
+    assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
+    let (s, srv) = app.call(
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "pg-c", "kind": "postgres", "url": pg.url(), "isolation": "database"})),
+    );
+    assert_eq!(s, 201, "another isolation is another server: {srv}");
+}
+
+/// A body that stops arriving ends the request instead of holding the
+/// connection: the server answers 400 and closes it.
+#[test]
+fn a_stalled_request_body_is_cut_off() {
+    use std::io::{Read, Write};
+    let app = App::start();
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connect");
+    // A generous guard so a broken server fails the test instead of hanging it.
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .expect("timeout");
+    write!(
+        sock,
+        "POST /v1/tenants HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"slug\":",
+        crate::common::TOKEN
+    )
+    .expect("send");
+    sock.flush().expect("flush");
+    let mut answer = String::new();
+    let read = sock.read_to_string(&mut answer);
+    assert!(read.is_ok(), "the server closed the connection: {read:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("stopped arriving"), "{answer}");
+    let (_, list) = app.call("GET", "/v1/tenants", None);
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing created"
+    );
+}

@@ -30,7 +30,7 @@ pub struct OutboxQuery {
 }
 
 /// Deliveries, newest first.
-#[utoipa::path(get, path = "/v1/outbox", tag = "outbox", operation_id = "list_outbox",
+#[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
     security(("bearer" = [])), params(OutboxQuery),
     responses((status = 200, body = DeliveryPage), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody),
@@ -74,7 +74,7 @@ pub async fn list(
 }
 
 /// One delivery with its attempts (status, latency, answer excerpt).
-#[utoipa::path(get, path = "/v1/outbox/{id}", tag = "outbox", operation_id = "get_delivery",
+#[utoipa::path(get, path = "/v1/outbox/{id}", tag = "outbox",
     security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Delivery), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -90,7 +90,7 @@ pub async fn get(
 }
 
 /// Queues a dead or skipped delivery again, with a fresh set of attempts.
-#[utoipa::path(post, path = "/v1/outbox/{id}/retry", tag = "outbox", operation_id = "retry_delivery",
+#[utoipa::path(post, path = "/v1/outbox/{id}/retry", tag = "outbox",
     security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Delivery), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),

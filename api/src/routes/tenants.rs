@@ -11,6 +11,7 @@ use crate::error::{blocking, ApiError};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `provisioning`, `active` or `suspended`

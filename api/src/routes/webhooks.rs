@@ -13,7 +13,7 @@ use crate::error::{blocking, ApiError};
 use crate::AppState;
 
 /// Every endpoint, oldest first (never with secrets).
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks",
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
     security(("bearer" = [])),
     responses((status = 200, body = [Webhook]), (status = 401, body = crate::error::ErrorBody)))]
 #[get("/v1/webhooks")]
@@ -25,7 +25,7 @@ pub async fn list(state: web::Data<AppState>, _op: Operator) -> Result<HttpRespo
 /// Registers an endpoint; the answer carries its `whsec_` secret, shown
 /// this once. The URL must be http(s) and, unless
 /// `TENANTPLANE_WEBHOOK_ALLOW_PRIVATE=true`, resolve to public addresses.
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", operation_id = "create_webhook",
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
     security(("bearer" = [])), request_body = NewWebhook,
     responses((status = 201, body = WebhookWithSecret), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody),
@@ -45,7 +45,7 @@ pub async fn create(
 }
 
 /// One endpoint.
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook",
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
     security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = Webhook), (status = 401, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody)))]
@@ -61,7 +61,7 @@ pub async fn get(
 
 /// Changes url, events, description or enabled (enabling clears the
 /// failure streak).
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "update_webhook",
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks",
     security(("bearer" = [])), params(("id" = String, Path)), request_body = WebhookPatch,
     responses((status = 200, body = Webhook), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
@@ -81,7 +81,7 @@ pub async fn update(
 }
 
 /// Deletes an endpoint; its pending deliveries end `skipped`.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "delete_webhook",
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
     security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody)))]
@@ -99,7 +99,7 @@ pub async fn remove(
 /// A new secret (shown once); the old one keeps signing next to it for
 /// `grace_s` seconds (default a day).
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
-    operation_id = "rotate_webhook_secret", security(("bearer" = [])), params(("id" = String, Path)),
+    security(("bearer" = [])), params(("id" = String, Path)),
     request_body(content = Option<RotateSecret>),
     responses((status = 200, body = WebhookWithSecret), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
@@ -126,7 +126,7 @@ pub struct ReplayQuery {
 
 /// Queues every event since `since` of the kinds the endpoint wants again
 /// (same event ids: receivers deduplicate what they already have).
-#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks", operation_id = "replay_webhook",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks",
     security(("bearer" = [])), params(("id" = String, Path), ReplayQuery),
     responses((status = 200, body = ReplayResult), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),

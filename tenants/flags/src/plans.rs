@@ -121,14 +121,48 @@ fn validate_plan(conn: &mut ControlConnection, p: &Plan) -> Result<Option<String
     match &p.fallback {
         None => Ok(None),
         Some(f) if *f == p.slug => Err(Error::invalid("a plan cannot fall back to itself")),
-        Some(f) => plans::table
-            .filter(plans::slug.eq(f))
-            .select(plans::id)
-            .first::<String>(conn)
-            .optional()?
-            .map(Some)
-            .ok_or_else(|| Error::invalid(format!("unknown fallback plan '{f}'"))),
+        Some(f) => {
+            let id = plans::table
+                .filter(plans::slug.eq(f))
+                .select(plans::id)
+                .first::<String>(conn)
+                .optional()?
+                .ok_or_else(|| Error::invalid(format!("unknown fallback plan '{f}'")))?;
+            refuse_fallback_cycle(conn, &p.slug, f)?;
+            Ok(Some(id))
+        }
     }
+}
+
+/// Following fallbacks from `fallback` must never come back to `slug`: a
+/// trial that ends would otherwise have no plan to land on
+/// (`free → pro → free`).
+fn refuse_fallback_cycle(conn: &mut ControlConnection, slug: &str, fallback: &str) -> Result<()> {
+    let mut chain = vec![slug.to_string(), fallback.to_string()];
+    let mut at = fallback.to_string();
+    // Plans are few; the bound only stops a cycle already in the data.
+    for _ in 0..1000 {
+        let next: Option<String> = plans::table
+            .filter(plans::slug.eq(&at))
+            .select(plans::fallback_plan_id)
+            .first::<Option<String>>(conn)
+            .optional()?
+            .flatten();
+        let Some(next_id) = next else { return Ok(()) };
+        let next_slug: String = plans::table
+            .find(&next_id)
+            .select(plans::slug)
+            .first(conn)?;
+        chain.push(next_slug.clone());
+        if next_slug == slug {
+            return Err(Error::invalid(format!(
+                "plan fallbacks would go round in a circle: {}",
+                chain.join(" → ")
+            )));
+        }
+        at = next_slug;
+    }
+    Ok(())
 }
 
 fn write_features(conn: &mut ControlConnection, plan_id: &str, features: &[String]) -> Result<()> {
