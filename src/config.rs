@@ -20,6 +20,12 @@ struct FileConfig {
     worker_threads: Option<usize>,
     worker_lease_s: Option<u64>,
     backup_store: Option<String>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
+    operator_emails: Option<Vec<String>>,
+    webhook_allow_private: Option<bool>,
+    webhook_timeout_s: Option<u64>,
+    notify_retry_scale: Option<f64>,
     shutdown_grace_s: Option<u64>,
 }
 
@@ -44,6 +50,11 @@ pub struct Config {
     /// Where backup artifacts go: `file:///dir` or `s3://bucket/prefix` (default
     /// `<data dir>/backups`). Shown redacted.
     pub backup_store: String,
+    /// E-mail and webhooks (`TENANTPLANE_SMTP_URL`, `TENANTPLANE_SMTP_FROM`,
+    /// `TENANTPLANE_OPERATOR_EMAILS`, `TENANTPLANE_WEBHOOK_ALLOW_PRIVATE`,
+    /// `TENANTPLANE_WEBHOOK_TIMEOUT_S`, `TENANTPLANE_NOTIFY_RETRY_SCALE`).
+    /// The SMTP password never shows in `Debug`.
+    pub notify: tenantplane_notify::NotifyConfig,
     /// Seconds a stopping process (SIGTERM) gives requests, tenant runs and
     /// jobs in flight before it hands the unfinished ones back; keep it below
     /// Kubernetes' `terminationGracePeriodSeconds`.
@@ -71,6 +82,7 @@ impl fmt::Debug for Config {
                 "backup_store",
                 &tenantplane_fleet::urls::redact_url(&self.backup_store),
             )
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -95,6 +107,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let notify = notify(&file)?;
         let data_dir = env("TENANTPLANE_DATA_DIR")
             .map(PathBuf::from)
             .or(file.data_dir)
@@ -144,6 +157,7 @@ impl Config {
             .or(file.backup_store)
             .unwrap_or_else(|| tenantplane_backup::store::default_url(&data_dir));
         Ok(Config {
+            notify,
             data_dir,
             control_db,
             listen,
@@ -154,6 +168,74 @@ impl Config {
             backup_store,
             shutdown_grace_s,
         })
+    }
+}
+
+/// The notification settings: a malformed SMTP URL, sender or operator
+/// address stops the start with the reason.
+fn notify(file: &FileConfig) -> Result<tenantplane_notify::NotifyConfig> {
+    use tenantplane_notify::{NotifyConfig, SmtpSettings};
+    let mut n = NotifyConfig::default();
+    if let Some(url) = env("TENANTPLANE_SMTP_URL").or(file.smtp_url.clone()) {
+        n.smtp = Some(SmtpSettings::parse(&url).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    if let Some(from) = env("TENANTPLANE_SMTP_FROM").or(file.smtp_from.clone()) {
+        n.from = from;
+    }
+    check_mailbox("TENANTPLANE_SMTP_FROM", &n.from)?;
+    n.operator_emails = match env("TENANTPLANE_OPERATOR_EMAILS") {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => file.operator_emails.clone().unwrap_or_default(),
+    };
+    for e in &n.operator_emails {
+        check_mailbox("TENANTPLANE_OPERATOR_EMAILS", e)?;
+    }
+    n.allow_private = match env("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE").as_deref() {
+        None => file.webhook_allow_private.unwrap_or(false),
+        Some("true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        Some(other) => {
+            bail!("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE must be true or false, not {other:?}")
+        }
+    };
+    let timeout = match env("TENANTPLANE_WEBHOOK_TIMEOUT_S") {
+        Some(v) => v.parse::<u64>().with_context(|| {
+            format!("TENANTPLANE_WEBHOOK_TIMEOUT_S must be a number, not {v:?}")
+        })?,
+        None => file.webhook_timeout_s.unwrap_or(15),
+    };
+    if !(1..=300).contains(&timeout) {
+        bail!("TENANTPLANE_WEBHOOK_TIMEOUT_S must be 1 to 300");
+    }
+    n.timeout = std::time::Duration::from_secs(timeout);
+    n.retry_scale = match env("TENANTPLANE_NOTIFY_RETRY_SCALE") {
+        Some(v) => v.parse::<f64>().with_context(|| {
+            format!("TENANTPLANE_NOTIFY_RETRY_SCALE must be a number, not {v:?}")
+        })?,
+        None => file.notify_retry_scale.unwrap_or(1.0),
+    };
+    if !(n.retry_scale > 0.0 && n.retry_scale <= 1.0) {
+        bail!("TENANTPLANE_NOTIFY_RETRY_SCALE must be above 0 and at most 1");
+    }
+    Ok(n)
+}
+
+/// An address the mailer will accept (`name <a@b>` or `a@b`).
+fn check_mailbox(key: &str, text: &str) -> Result<()> {
+    let addr = text
+        .rsplit_once('<')
+        .map(|(_, a)| a.trim_end_matches('>'))
+        .unwrap_or(text)
+        .trim();
+    match addr.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !addr.contains(' ') => {
+            Ok(())
+        }
+        _ => bail!("{key}: {text:?} is not an e-mail address"),
     }
 }
 

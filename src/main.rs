@@ -98,6 +98,14 @@ enum Command {
     /// API).
     #[command(subcommand)]
     Backups(cli::backups::BackupCmd),
+    /// Webhook endpoints: register, change, rotate secrets, replay (calls
+    /// the API).
+    #[command(subcommand)]
+    Webhooks(cli::notify::WebhookCmd),
+    /// The outbox's e-mail and webhook deliveries: list, show, retry
+    /// (calls the API).
+    #[command(subcommand)]
+    Outbox(cli::notify::OutboxCmd),
 }
 
 fn init_logging(format: LogFormat) {
@@ -162,6 +170,8 @@ fn main() -> Result<()> {
         Command::Keys(cmd) => cli::flags::keys(&client, cli.output, cmd),
         Command::Schedules(cmd) => cli::schedules::run(&client, cli.output, cmd),
         Command::Backups(cmd) => cli::backups::run(&client, cli.output, cmd),
+        Command::Webhooks(cmd) => cli::notify::webhooks(&client, cli.output, cmd),
+        Command::Outbox(cmd) => cli::notify::outbox(&client, cli.output, cmd),
         Command::Serve { .. } | Command::Api | Command::Worker => Ok(()),
     }
 }

@@ -49,6 +49,7 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
         }
         wc.lease = std::time::Duration::from_secs(config.worker_lease_s);
         wc.backup_store = Some(config.backup_store.clone());
+        wc.notify = config.notify.clone();
         Some(tenantplane_worker::start(db.clone(), wc)?)
     } else {
         None
@@ -114,6 +115,7 @@ fn run_api(
             operator,
             flags,
             backups,
+            webhook_allow_private: config.notify.allow_private,
             shutdown: shutdown.clone(),
         };
         let server = tenantplane_api::server(listener, state, workers)?;

@@ -329,6 +329,14 @@ fn sigkill_during_a_restore_leaves_the_tenant_in_one_piece() {
     let actual = tenant_version();
     assert_eq!(control_version(&data, &tid), actual);
     let rows = count();
+    let completed =
+        diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE kind = 'restore.completed'")
+            .get_result::<Count>(&mut control(&data))
+            .expect("outbox")
+            .n;
+    // restore.completed exactly when the swap happened (the guard announces
+    // the restore its process did not live to record).
+    assert_eq!(completed, i64::from(actual == head));
     if actual == head {
         assert_eq!(rows, 300_000, "restored: the backup's rows");
     } else {

@@ -16,6 +16,7 @@ mod cli_rollout;
 mod error_kinds;
 mod exports;
 mod hardening;
+mod notify;
 mod plans_flags;
 mod processes;
 mod provisioning_failures;

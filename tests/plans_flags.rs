@@ -500,6 +500,26 @@ fn an_expired_trial_falls_back_and_the_sweep_records_it() {
     let (_, audit) = app.call("GET", "/v1/audit?tenant=trialist", None);
     assert_eq!(audit[0]["action"], "tenant.trial_expired");
     assert_eq!(audit[0]["actor"], "system:trial-sweep");
+    // With its trial.expired event, written in the same transaction.
+    {
+        use diesel::prelude::*;
+        use tenantplane_control_db::schema::outbox;
+        let bodies: Vec<String> = outbox::table
+            .filter(outbox::kind.eq("trial.expired"))
+            .select(outbox::body)
+            .load(&mut *db.conn().expect("conn"))
+            .expect("outbox");
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        let e: Value = serde_json::from_str(&bodies[0]).expect("json");
+        assert_eq!(
+            (
+                e["tenant_id"].as_str(),
+                e["plan"].as_str(),
+                e["fallback_plan"].as_str()
+            ),
+            (Some(id.as_str()), Some("pro"), Some("free"))
+        );
+    }
     assert_eq!(
         tenantplane_flags::plans::sweep_expired_trials(&db).expect("sweep"),
         0

@@ -301,6 +301,24 @@ fn break_tenant(app: &App, id: &str) {
         .expect("break");
 }
 
+/// The bodies of the outbox events of `kind` (SQLite control DB), oldest first.
+fn events(app: &App, kind: &str) -> Vec<Value> {
+    #[derive(diesel::QueryableByName)]
+    struct Body {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        body: String,
+    }
+    let path = app.data_dir.join("control.db");
+    let mut c = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+    diesel::sql_query("SELECT body FROM outbox WHERE kind = ? ORDER BY created_at, id")
+        .bind::<diesel::sql_types::Text, _>(kind)
+        .load::<Body>(&mut c)
+        .expect("outbox")
+        .iter()
+        .map(|b| serde_json::from_str(&b.body).expect("json"))
+        .collect()
+}
+
 fn fix_tenant(app: &App, id: &str) {
     let path = tenant_dir(app).join(format!("t_{}.db", id.replace('-', "")));
     let mut c = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
@@ -341,6 +359,17 @@ fn a_permanent_failure_fails_its_tenant_and_the_rest_succeed_then_retry_fixes_it
         "{err}"
     );
     assert_eq!(failed[0]["attempts"], 1, "a permanent error is not retried");
+    let ev = events(&app, "rollout.failed");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(
+        (
+            ev[0]["rollout_id"].as_str(),
+            ev[0]["succeeded"].as_i64(),
+            ev[0]["failed"].as_i64()
+        ),
+        (Some(id), Some(4), Some(1))
+    );
+    assert!(events(&app, "rollout.succeeded").is_empty());
     assert_eq!(failed[0]["error_version"], "20261125020100");
     // The tenant stays at its last good version, in the control DB and in its database.
     let last_good = catalogue::previous("20261125020100").expect("previous");
@@ -362,6 +391,9 @@ fn a_permanent_failure_fails_its_tenant_and_the_rest_succeed_then_retry_fixes_it
     let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(sqlite_applied(&tenant_dir(&app), &bad_id), all_versions());
+    let ev = events(&app, "rollout.succeeded");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["succeeded"], 5);
     let (s, e) = app.call("POST", &format!("/v1/rollouts/{id}/retry"), None);
     assert_eq!(
         (s, error_code(&e).as_str()),
@@ -389,6 +421,12 @@ fn the_failure_budget_halts_and_pending_tenants_wait() {
         .unwrap_or("")
         .contains("failure budget"));
     assert_eq!(halted["counts"]["failed"], 1);
+    let ev = events(&app, "rollout.halted");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(ev[0]["halt_reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("failure budget"));
     assert!(
         halted["counts"]["pending"].as_u64().unwrap_or(0) >= 2,
         "{halted}"

@@ -36,6 +36,9 @@ pub struct AppState {
     pub flags: FlagCache,
     /// Where backup artifacts are stored (`backup_store` in the config).
     pub backups: Arc<dyn ArtifactStore>,
+    /// Webhook URLs may point at private and loopback addresses
+    /// (`TENANTPLANE_WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_allow_private: bool,
     pub shutdown: Shutdown,
 }
 
@@ -155,7 +158,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::backups::remove)
     .service(routes::backups::restore)
     .service(routes::exports::create)
-    .service(routes::exports::get);
+    .service(routes::exports::get)
+    .service(routes::webhooks::list)
+    .service(routes::webhooks::create)
+    .service(routes::webhooks::get)
+    .service(routes::webhooks::update)
+    .service(routes::webhooks::remove)
+    .service(routes::webhooks::rotate_secret)
+    .service(routes::webhooks::replay)
+    .service(routes::outbox::list)
+    .service(routes::outbox::get)
+    .service(routes::outbox::retry);
 }
 
 /// No route took the request: 405 with `Allow` when the path exists with

@@ -78,7 +78,30 @@ impl Modify for BearerAuth {
         routes::exports::download,
         routes::exports::create,
         routes::exports::get,
+        routes::webhooks::list,
+        routes::webhooks::create,
+        routes::webhooks::get,
+        routes::webhooks::update,
+        routes::webhooks::remove,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::replay,
+        routes::outbox::list,
+        routes::outbox::get,
+        routes::outbox::retry,
     ),
+    // The outbox events' bodies: each is the `data` of a webhook delivery
+    // of its kind (`WebhookPayload`).
+    components(schemas(
+        tenantplane_api_types::notify::WebhookPayload,
+        tenantplane_api_types::notify::TenantEvent,
+        tenantplane_api_types::notify::PlanChangedEvent,
+        tenantplane_api_types::notify::TrialEvent,
+        tenantplane_api_types::notify::RolloutEvent,
+        tenantplane_api_types::notify::BackupFailedEvent,
+        tenantplane_api_types::notify::RestoreCompletedEvent,
+        tenantplane_api_types::notify::ExportReadyEvent,
+        tenantplane_api_types::notify::EndpointFailingEvent,
+    )),
     modifiers(&BearerAuth, &UniqueOperationIds)
 )]
 pub struct ApiDoc;

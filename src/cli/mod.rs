@@ -3,6 +3,7 @@
 pub mod backups;
 pub mod client;
 pub mod flags;
+pub mod notify;
 pub mod output;
 pub mod rollout;
 pub mod schedules;

@@ -17,6 +17,10 @@ use tenantplane_jobs::{enqueue_at, prune_succeeded, Job, JobContext, JobError, R
 /// How long finished jobs stay visible before the prune removes them.
 const KEEP_SUCCEEDED_DAYS: i64 = 7;
 
+/// How long outbox events and their finished deliveries stay (how far back
+/// a webhook replay reaches); dead deliveries stay until retried.
+const KEEP_NOTIFICATIONS_DAYS: i64 = 30;
+
 /// Every kind this worker runs.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
@@ -25,6 +29,7 @@ pub fn registry() -> Registry {
         .register::<PruneJobs>()
         .register::<BackupSweep>();
     tenantplane_backup::jobs::register(&mut r);
+    tenantplane_notify::register(&mut r);
     r
 }
 
@@ -71,6 +76,10 @@ impl Job for TrialSweep {
 
     fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
         let n = plans::sweep_expired_trials(ctx.db())?;
+        let ending = plans::notify_trials_ending(ctx.db(), plans::TRIAL_ENDING_NOTICE)?;
+        if ending > 0 {
+            tracing::info!(tenants = ending, "trial.ending recorded");
+        }
         if n > 0 {
             tracing::info!(moved = n, "expired trials moved to their fallback plans");
         }
@@ -80,7 +89,8 @@ impl Job for TrialSweep {
 
 /// Removes succeeded jobs and decided schedule runs older than a week
 /// (dead jobs stay until an operator retries or they are looked at), and
-/// idempotency keys older than a day.
+/// delivered notifications older than 30 days and idempotency keys older
+/// than a day.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PruneJobs {
     pub due: Option<NaiveDateTime>,
@@ -100,6 +110,11 @@ impl Job for PruneJobs {
         let keys = tenantplane_control_db::idempotency::prune(ctx.db(), Utc::now().naive_utc())?;
         if keys > 0 {
             tracing::info!(keys, "old idempotency keys pruned");
+        }
+        let notify_before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_NOTIFICATIONS_DAYS);
+        let pruned = tenantplane_notify::deliveries::prune(ctx.db(), notify_before)?;
+        if pruned.events + pruned.deliveries > 0 {
+            tracing::info!(?pruned, "old notifications pruned");
         }
         if n + runs > 0 {
             tracing::info!(

@@ -7,6 +7,8 @@
 //! - A job runner (`tenantplane_jobs`) runs durable jobs: the provisioning
 //!   and trial sweeps and the pruning of old jobs today (`jobs.rs`).
 //! - A scheduler thread fires the cron schedules (`tenantplane_jobs::schedules`).
+//! - A relay thread fans new outbox events out into deliveries, which the
+//!   job runner sends (`tenantplane_notify`).
 //!
 //! Any number of worker processes may share a PostgreSQL control database: a
 //! task belongs to whoever holds its lease, and a killed worker's leases
@@ -45,6 +47,10 @@ pub struct WorkerConfig {
     /// Where backup jobs write (`file:///dir`); `None`: backup jobs of this
     /// worker fail with a clear error instead of writing somewhere unasked.
     pub backup_store: Option<String>,
+    /// E-mail and webhook settings of the delivery jobs and the relay.
+    pub notify: tenantplane_notify::NotifyConfig,
+    /// How often the relay looks for new outbox events when idle.
+    pub relay_poll: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +72,8 @@ impl Default for WorkerConfig {
             sweep_every: Duration::from_secs(30),
             job_threads: 2,
             backup_store: None,
+            notify: tenantplane_notify::NotifyConfig::default(),
+            relay_poll: Duration::from_millis(250),
         }
     }
 }
@@ -78,6 +86,7 @@ pub struct WorkerHandle {
     maintenance: JoinHandle<()>,
     jobs: Runner,
     scheduler: Scheduler,
+    relay: tenantplane_notify::Relay,
     pub id: String,
 }
 
@@ -94,6 +103,7 @@ impl WorkerHandle {
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.scheduler.stop();
+        self.relay.stop();
         self.jobs.stop();
         for t in self.threads {
             if t.join().is_err() {
@@ -117,6 +127,8 @@ impl WorkerHandle {
         let deadline = Instant::now() + grace;
         self.shared.stop.store(true, Ordering::SeqCst);
         self.scheduler.stop();
+        // Events not fanned out yet wait in the outbox for the next relay.
+        self.relay.stop();
         let jobs_released = self.jobs.stop_by(deadline);
         while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -194,6 +206,7 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
             .map_err(|e| std::io::Error::other(format!("backup store: {}", report(&e))))?;
         tenantplane_backup::jobs::install_store(store);
     }
+    tenantplane_notify::install(config.notify.clone());
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     let id = format!(
         "{host}-{}-{}",
@@ -230,6 +243,12 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
     // Fires cron schedules (each fire time once, whichever process decides
     // it first) and creates the default schedules on first start.
     let scheduler = Scheduler::start(shared.db.clone())?;
+    // Fans new outbox events out into deliveries and their jobs.
+    let relay = tenantplane_notify::Relay::start(
+        shared.db.clone(),
+        tenantplane_notify::installed(),
+        config.relay_poll,
+    )?;
     let s = shared.clone();
     let maintenance = std::thread::Builder::new()
         .name("maintenance".into())
@@ -241,6 +260,7 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         maintenance,
         jobs,
         scheduler,
+        relay,
         id,
     })
 }

@@ -11,6 +11,7 @@ pub mod backups;
 pub mod exports;
 pub mod features;
 pub mod flags;
+pub mod notify;
 pub mod plans;
 pub mod retention;
 pub mod rollouts;

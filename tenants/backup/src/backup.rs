@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, DbError, Error, Result};
+use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{backups, database_servers, tenants};
 use tenantplane_control_db::states::{BackupState, TenantStatus};
 use tenantplane_fleet::registry::{self, TenantRow};
@@ -253,16 +254,43 @@ pub(crate) fn beat_backup(db: &ControlDb, id: &str) -> crate::heartbeat::Heartbe
     })
 }
 
-/// Marks a pending or running backup failed with `error`.
+/// Marks a pending or running backup failed with `error` and records
+/// `backup.failed` in the same transaction.
 fn mark_failed(conn: &mut ControlConnection, id: &str, error: &str) -> Result<usize> {
-    Ok(diesel::update(backups::table.find(id).filter(
-        backups::state.eq_any([BackupState::Pending.as_str(), BackupState::Running.as_str()]),
-    ))
-    .set((
-        backups::state.eq(BackupState::Failed.as_str()),
-        backups::error.eq(Some(error)),
-    ))
-    .execute(conn)?)
+    write_tx(conn, None, |conn| {
+        let n = diesel::update(backups::table.find(id).filter(
+            backups::state.eq_any([BackupState::Pending.as_str(), BackupState::Running.as_str()]),
+        ))
+        .set((
+            backups::state.eq(BackupState::Failed.as_str()),
+            backups::error.eq(Some(error)),
+        ))
+        .execute(conn)?;
+        if n > 0 {
+            let (tenant_id, reason): (String, String) = backups::table
+                .find(id)
+                .select((backups::tenant_id, backups::reason))
+                .first(conn)?;
+            let slug: Option<String> = tenants::table
+                .find(&tenant_id)
+                .select(tenants::slug)
+                .first(conn)
+                .optional()?;
+            outbox::record(
+                conn,
+                EventKind::BackupFailed,
+                Some(&tenant_id),
+                &tenantplane_api_types::notify::BackupFailedEvent {
+                    backup_id: id.to_string(),
+                    tenant_id: tenant_id.clone(),
+                    slug,
+                    reason,
+                    error: error.to_string(),
+                },
+            )?;
+        }
+        Ok(n)
+    })
 }
 
 /// Snapshot → local artifact → store (artifact, then manifest).

@@ -32,7 +32,8 @@ use tenantplane_api_types::exports::{Export, ExportFormat};
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::db::{write_tx, ControlDb};
 use tenantplane_control_db::error::{report, Error, Result};
-use tenantplane_control_db::schema::exports;
+use tenantplane_control_db::outbox::{self, EventKind};
+use tenantplane_control_db::schema::{exports, tenants};
 use tenantplane_control_db::states::{ExportState, TenantStatus};
 use tenantplane_control_db::DbError;
 use tenantplane_fleet::registry;
@@ -563,6 +564,26 @@ pub fn run_export(db: &ControlDb, store: &dyn ArtifactStore, export_id: &str) ->
             exports::error.eq(None::<String>),
         ))
         .execute(conn)?;
+        let facts: Option<(String, Option<String>)> = tenants::table
+            .find(&row.tenant_id)
+            .select((tenants::slug, tenants::contact_email))
+            .first(conn)
+            .optional()?;
+        let (slug, contact_email) = facts.map_or((None, None), |(s, c)| (Some(s), c));
+        outbox::record(
+            conn,
+            EventKind::ExportReady,
+            Some(&row.tenant_id),
+            &tenantplane_api_types::notify::ExportReadyEvent {
+                export_id: row.id.clone(),
+                tenant_id: row.tenant_id.clone(),
+                slug,
+                contact_email,
+                format: row.format.clone(),
+                size_bytes: Some(size),
+                expires_at: Some((now + DEFAULT_TTL).and_utc()),
+            },
+        )?;
         Ok(())
     })
 }

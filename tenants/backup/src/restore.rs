@@ -20,6 +20,7 @@ use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, Error, Result};
+use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{backups, database_servers, plans, tasks, tenants};
 use tenantplane_control_db::states::{BackupState, TaskState, TenantStatus};
 use tenantplane_fleet::registry::{self, NewTenant, Tenant};
@@ -183,6 +184,11 @@ fn record(
         let mut after = detail;
         after["schema_version"] = serde_json::json!(manifest.schema_version);
         after["backup_id"] = serde_json::json!(manifest.backup_id);
+        let mode = after["mode"].as_str().unwrap_or("in_place").to_string();
+        let source = after["source_tenant_id"]
+            .as_str()
+            .unwrap_or(tenant_id)
+            .to_string();
         audit::record(
             conn,
             actor,
@@ -194,7 +200,19 @@ fn record(
                 before: Some(serde_json::json!({ "schema_version": before })),
                 after: Some(after),
             },
-        )
+        )?;
+        outbox::record(
+            conn,
+            EventKind::RestoreCompleted,
+            Some(tenant_id),
+            &tenantplane_api_types::notify::RestoreCompletedEvent {
+                backup_id: manifest.backup_id.clone(),
+                tenant_id: source,
+                restored_tenant_id: tenant_id.to_string(),
+                mode,
+            },
+        )?;
+        Ok(())
     })?;
     registry::get(db, tenant_id)
 }

@@ -29,7 +29,8 @@ use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, Error, Result};
-use tenantplane_control_db::schema::tenants;
+use tenantplane_control_db::outbox::{self, EventKind};
+use tenantplane_control_db::schema::{backups, tenants};
 use tenantplane_fleet::registry::{self, Tenant};
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::{TenantConnection, TenantDbError, TenantDbLocation};
@@ -239,7 +240,32 @@ fn settle(
                     "restored": actual == guard.target_version,
                 })),
             },
-        )
+        )?;
+        // The swap happened before the restoring process died: the restore
+        // completed, and is announced like one that finished normally.
+        if actual == guard.target_version {
+            let source: Option<String> = backups::table
+                .find(&guard.backup_id)
+                .select(backups::tenant_id)
+                .first(conn)
+                .optional()?;
+            outbox::record(
+                conn,
+                EventKind::RestoreCompleted,
+                Some(&at.tenant.id),
+                &tenantplane_api_types::notify::RestoreCompletedEvent {
+                    backup_id: guard.backup_id.clone(),
+                    tenant_id: source.unwrap_or_else(|| at.tenant.id.clone()),
+                    restored_tenant_id: at.tenant.id.clone(),
+                    mode: match guard.mode {
+                        Mode::InPlace => "in_place",
+                        Mode::NewTenant => "new_tenant",
+                    }
+                    .to_string(),
+                },
+            )?;
+        }
+        Ok(())
     })?;
     tracing::warn!(tenant_id = %at.tenant.id, backup_id = %guard.backup_id, schema_version = ?actual,
         "an interrupted restore left the control DB behind the tenant; schema version recorded");

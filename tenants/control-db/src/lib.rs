@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod outbox;
 pub mod schema;
 pub mod states;
 pub mod validate;

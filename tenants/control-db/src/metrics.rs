@@ -37,6 +37,27 @@ pub struct Snapshot {
     pub tenants_without_verified_backup: i64,
     /// Per schedule: how late its newest fire time was decided, seconds.
     pub schedule_lag_s: Vec<(String, f64)>,
+    /// Notification deliveries by (channel, state).
+    pub deliveries: Vec<(String, String, i64)>,
+    /// Delivery attempts by (channel, outcome), ever.
+    pub delivery_attempts: Vec<(String, String, i64)>,
+    /// Outbox events not fanned out yet.
+    pub outbox_undispatched: i64,
+}
+
+#[derive(QueryableByName)]
+struct Triple {
+    #[diesel(sql_type = Text)]
+    a: String,
+    #[diesel(sql_type = Text)]
+    b: String,
+    #[diesel(sql_type = BigInt)]
+    v: i64,
+}
+
+fn triples(conn: &mut ControlConnection, sql: &str) -> Result<Vec<(String, String, i64)>> {
+    let rows: Vec<Triple> = load(conn, sql)?;
+    Ok(rows.into_iter().map(|r| (r.a, r.b, r.v)).collect())
 }
 
 /// Bounds (hours) of the verified-backup age buckets.
@@ -135,6 +156,12 @@ pub fn snapshot(db: &ControlDb) -> Result<Snapshot> {
             (l.name, lag)
         })
         .collect();
+    s.deliveries = triples(c, "SELECT channel AS a, state AS b, count(*) AS v FROM deliveries GROUP BY channel, state ORDER BY channel, state")?;
+    s.delivery_attempts = triples(c, "SELECT d.channel AS a, x.outcome AS b, count(*) AS v FROM delivery_attempts x JOIN deliveries d ON d.id = x.delivery_id GROUP BY d.channel, x.outcome ORDER BY d.channel, x.outcome")?;
+    s.outbox_undispatched = number(
+        c,
+        "SELECT CAST(count(*) AS BIGINT) AS v FROM outbox WHERE dispatched_at IS NULL",
+    )?;
     Ok(s)
 }
 
@@ -213,5 +240,18 @@ pub fn render(s: &Snapshot) -> String {
     for (k, v) in &s.schedule_lag_s {
         out += &format!("tenantplane_schedule_lag_seconds{{schedule=\"{k}\"}} {v}\n");
     }
+    out += "# HELP tenantplane_notify_deliveries Notification deliveries by channel and state.\n# TYPE tenantplane_notify_deliveries gauge\n";
+    for (c, st, v) in &s.deliveries {
+        out += &format!("tenantplane_notify_deliveries{{channel=\"{c}\",state=\"{st}\"}} {v}\n");
+    }
+    out += "# HELP tenantplane_notify_attempts_total Notification delivery attempts by channel and outcome.\n# TYPE tenantplane_notify_attempts_total counter\n";
+    for (c, o, v) in &s.delivery_attempts {
+        out +=
+            &format!("tenantplane_notify_attempts_total{{channel=\"{c}\",outcome=\"{o}\"}} {v}\n");
+    }
+    out += &format!(
+        "# HELP tenantplane_outbox_undispatched Outbox events not fanned out yet.\n# TYPE tenantplane_outbox_undispatched gauge\ntenantplane_outbox_undispatched {}\n",
+        s.outbox_undispatched
+    );
     out
 }

@@ -204,6 +204,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     schedules,
     schedule_runs,
     exports,
+    outbox,
+    webhook_endpoints,
+    deliveries,
+    delivery_attempts,
     idempotency_keys,
 );
 
@@ -302,6 +306,70 @@ diesel::table! {
 }
 
 diesel::joinable!(exports -> tenants (tenant_id));
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        kind -> Text,
+        tenant_id -> Nullable<Text>,
+        body -> Text,
+        dedup_key -> Nullable<Text>,
+        created_at -> Timestamp,
+        dispatched_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        url -> Text,
+        description -> Nullable<Text>,
+        event_kinds -> Text,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_expires_at -> Nullable<Timestamp>,
+        failing_since -> Nullable<Timestamp>,
+        warned_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> BigInt,
+        event_id -> Text,
+        channel -> Text,
+        target -> Text,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (id) {
+        id -> BigInt,
+        delivery_id -> BigInt,
+        attempt -> Integer,
+        started_at -> Timestamp,
+        status -> Nullable<Integer>,
+        latency_ms -> BigInt,
+        outcome -> Text,
+        error -> Nullable<Text>,
+        response_excerpt -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(deliveries -> outbox (event_id));
+diesel::joinable!(delivery_attempts -> deliveries (delivery_id));
 
 diesel::table! {
     idempotency_keys (scope, key) {

@@ -147,6 +147,59 @@ states! {
     }
 }
 
+states! {
+    /// One delivery of an outbox event to one recipient or endpoint
+    /// (`deliveries` table): `pending` (queued, not tried yet), `retrying`
+    /// (failed, another attempt is scheduled), `delivered`, `dead` (a
+    /// permanent failure or the last attempt failed; `POST
+    /// /v1/outbox/{id}/retry` queues it again), `skipped` (nothing to send
+    /// with: no SMTP configured, the endpoint disabled or deleted).
+    DeliveryState {
+        Pending => "pending",
+        Retrying => "retrying",
+        Delivered => "delivered",
+        Dead => "dead",
+        Skipped => "skipped",
+    }
+}
+
+states! {
+    /// How a delivery travels.
+    Channel {
+        Email => "email",
+        Webhook => "webhook",
+    }
+}
+
+states! {
+    /// What one delivery attempt led to (`delivery_attempts.outcome`).
+    AttemptOutcome {
+        Delivered => "delivered",
+        Retry => "retry",
+        Failed => "failed",
+    }
+}
+
+states! {
+    /// The kind of an outbox event (`outbox.kind`). `webhook.endpoint_failing`
+    /// is the control plane's own warning to the operators.
+    EventKind {
+        TenantCreated => "tenant.created",
+        TenantSuspended => "tenant.suspended",
+        TenantDeleted => "tenant.deleted",
+        PlanChanged => "plan.changed",
+        TrialEnding => "trial.ending",
+        TrialExpired => "trial.expired",
+        RolloutSucceeded => "rollout.succeeded",
+        RolloutFailed => "rollout.failed",
+        RolloutHalted => "rollout.halted",
+        BackupFailed => "backup.failed",
+        RestoreCompleted => "restore.completed",
+        ExportReady => "export.ready",
+        EndpointFailing => "webhook.endpoint_failing",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,13 +11,15 @@ use tenantplane_migrations::catalogue;
 use uuid::Uuid;
 
 use crate::snapshot::{required_version, Snapshot};
+pub use tenantplane_api_types::notify::{PlanChangedEvent, TrialEvent};
 pub use tenantplane_api_types::plans::{Plan, PlanChange, PlanPreview};
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{Error, Result};
+use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{
-    plan_features, plans, rollouts as rollouts_t, tasks, tenants,
+    self, plan_features, plans, rollouts as rollouts_t, tasks, tenants,
 };
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::validate;
@@ -470,6 +472,31 @@ pub fn change(
                 ),
             },
         )?;
+        let (slug, name, contact_email) = tenant_facts(conn, &t.id)?;
+        // The plan it had, as this transaction read it (the snapshot may
+        // be behind).
+        let from_plan: Option<String> = match &current {
+            Some(id) => plans::table
+                .find(id)
+                .select(plans::slug)
+                .first(conn)
+                .optional()?,
+            None => None,
+        };
+        outbox::record(
+            conn,
+            EventKind::PlanChanged,
+            Some(&t.id),
+            &PlanChangedEvent {
+                tenant_id: t.id.clone(),
+                slug,
+                name,
+                contact_email,
+                from_plan,
+                to_plan: plan_slug.to_string(),
+                trial_ends_at: trial_ends_at.map(|t| t.and_utc()),
+            },
+        )?;
         changes::bump(conn)?;
         Ok(true)
     })?;
@@ -622,6 +649,21 @@ pub fn sweep_expired_trials(db: &ControlDb) -> Result<usize> {
                         after: Some(serde_json::json!({ "plan": to, "trial_ends_at": null })),
                     },
                 )?;
+                let (slug, name, contact_email) = tenant_facts(conn, &tenant_id)?;
+                outbox::record(
+                    conn,
+                    EventKind::TrialExpired,
+                    Some(&tenant_id),
+                    &TrialEvent {
+                        tenant_id: tenant_id.clone(),
+                        slug,
+                        name,
+                        contact_email,
+                        plan: from.clone(),
+                        trial_ends_at: ended.unwrap_or(now).and_utc(),
+                        fallback_plan: Some(to.clone()),
+                    },
+                )?;
                 changes::bump(conn)?;
                 moved += 1;
             }
@@ -629,4 +671,78 @@ pub fn sweep_expired_trials(db: &ControlDb) -> Result<usize> {
         })?;
     }
     Ok(moved)
+}
+
+/// How long before its end a trial's `trial.ending` event is recorded.
+pub const TRIAL_ENDING_NOTICE: chrono::Duration = chrono::Duration::days(3);
+
+/// Records `trial.ending` once for each live tenant whose trial ends within
+/// `notice` (the event's dedup key is the tenant and the trial's end, so a
+/// later, extended trial gets its own). Returns how many were recorded.
+pub fn notify_trials_ending(db: &ControlDb, notice: chrono::Duration) -> Result<usize> {
+    let mut conn = db.conn()?;
+    let now = Utc::now().naive_utc();
+    let ending: Vec<(String, String, Option<String>, Option<NaiveDateTime>)> = tenants::table
+        .inner_join(plans::table.on(tenants::plan_id.eq(plans::id.nullable())))
+        .filter(tenants::deleted_at.is_null())
+        .filter(tenants::trial_ends_at.gt(now))
+        .filter(tenants::trial_ends_at.le(now + notice))
+        .select((
+            tenants::id,
+            plans::slug,
+            plans::fallback_plan_id,
+            tenants::trial_ends_at,
+        ))
+        .load(&mut conn)?;
+    let mut recorded = 0;
+    for (tenant_id, plan, fallback_id, ends) in ending {
+        let Some(ends) = ends else { continue };
+        let key = format!("trial.ending:{tenant_id}:{}", ends.and_utc().timestamp());
+        // Most sweeps find every notice recorded already: read before writing.
+        let seen: i64 = schema::outbox::table
+            .filter(schema::outbox::dedup_key.eq(&key))
+            .count()
+            .get_result(&mut conn)?;
+        if seen > 0 {
+            continue;
+        }
+        write_tx(&mut conn, None, |conn| {
+            let fallback_plan: Option<String> = match &fallback_id {
+                Some(f) => plans::table
+                    .find(f)
+                    .select(plans::slug)
+                    .first(conn)
+                    .optional()?,
+                None => None,
+            };
+            let (slug, name, contact_email) = tenant_facts(conn, &tenant_id)?;
+            let body = TrialEvent {
+                tenant_id: tenant_id.clone(),
+                slug,
+                name,
+                contact_email,
+                plan: plan.clone(),
+                trial_ends_at: ends.and_utc(),
+                fallback_plan,
+            };
+            if outbox::record_once(conn, EventKind::TrialEnding, Some(&tenant_id), &body, &key)?
+                .is_some()
+            {
+                recorded += 1;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(recorded)
+}
+
+/// A tenant's slug, name and contact address, for event bodies.
+fn tenant_facts(
+    conn: &mut ControlConnection,
+    tenant_id: &str,
+) -> Result<(String, String, Option<String>)> {
+    Ok(tenants::table
+        .find(tenant_id)
+        .select((tenants::slug, tenants::name, tenants::contact_email))
+        .first(conn)?)
 }

@@ -15,6 +15,7 @@ use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{locks, write_tx, ControlBackend, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, DbError, Error, Result};
+use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{database_servers, plans, tenant_labels, tenants};
 use tenantplane_control_db::validate;
 
@@ -285,6 +286,7 @@ pub fn create(db: &ControlDb, actor: &Actor, new: NewTenant) -> Result<Tenant> {
                     after: audit::snapshot(&tenant),
                 },
             )?;
+            event(conn, EventKind::TenantCreated, &tenant)?;
             Ok(tenant)
         })
     });
@@ -515,6 +517,9 @@ pub fn patch(
                 after: audit::snapshot(&after),
             },
         )?;
+        if action == "tenant.suspend" {
+            event(conn, EventKind::TenantSuspended, &after)?;
+        }
         Ok(after)
     })
 }
@@ -551,8 +556,28 @@ pub fn delete(db: &ControlDb, actor: &Actor, id_or_slug: &str) -> Result<()> {
                 before: audit::snapshot(&before),
                 after: None,
             },
-        )
+        )?;
+        event(conn, EventKind::TenantDeleted, &before)
     })
+}
+
+/// Records a tenant's lifecycle event in the outbox (inside the caller's
+/// transaction).
+fn event(conn: &mut ControlConnection, kind: EventKind, t: &Tenant) -> Result<()> {
+    outbox::record(
+        conn,
+        kind,
+        Some(&t.id),
+        &tenantplane_api_types::notify::TenantEvent {
+            tenant_id: t.id.clone(),
+            slug: t.slug.clone(),
+            name: t.name.clone(),
+            status: t.status.clone(),
+            contact_email: t.contact_email.clone(),
+            plan: t.plan.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 /// Cleans up tenants left `provisioning` by a crashed process: drops whatever

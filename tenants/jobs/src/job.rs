@@ -77,6 +77,29 @@ pub enum JobError {
     /// request): the job goes to `dead` at once.
     #[error(transparent)]
     Permanent(BoxError),
+    /// Worth retrying, after the delay the job chose itself (its own retry
+    /// schedule, a server's `Retry-After`) instead of the kind's backoff.
+    #[error(transparent)]
+    RetryAfter(Delayed),
+}
+
+/// A transient failure with the delay before the next attempt.
+#[derive(Debug)]
+pub struct Delayed {
+    pub after: std::time::Duration,
+    pub error: BoxError,
+}
+
+impl std::fmt::Display for Delayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl StdError for Delayed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
+    }
 }
 
 impl JobError {
@@ -86,6 +109,22 @@ impl JobError {
 
     pub fn permanent(e: impl Into<BoxError>) -> Self {
         JobError::Permanent(e.into())
+    }
+
+    /// A transient failure retried after `after` (not the kind's backoff).
+    pub fn retry_after(e: impl Into<BoxError>, after: std::time::Duration) -> Self {
+        JobError::RetryAfter(Delayed {
+            after,
+            error: e.into(),
+        })
+    }
+
+    /// The delay the job asked for, if it chose one.
+    pub fn delay(&self) -> Option<std::time::Duration> {
+        match self {
+            JobError::RetryAfter(d) => Some(d.after),
+            _ => None,
+        }
     }
 
     pub fn is_permanent(&self) -> bool {

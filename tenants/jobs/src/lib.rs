@@ -16,7 +16,7 @@ mod registry;
 mod runner;
 pub mod schedules;
 
-pub use job::{BackoffPolicy, BoxError, Job, JobContext, JobError};
+pub use job::{BackoffPolicy, BoxError, Delayed, Job, JobContext, JobError};
 pub use queue::{
     claim, complete, enqueue, enqueue_at, fail, get, heartbeat, list, prune_succeeded, release,
     retry_dead, ClaimedJob, Enqueued, JobFilter, JobRecord,

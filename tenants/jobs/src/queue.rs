@@ -479,7 +479,9 @@ pub fn fail(
                 ))
                 .execute(conn)?,
             _ => {
-                let delay = backoff(attempts, policy.base_ms, policy.max_ms);
+                let delay = error
+                    .delay()
+                    .unwrap_or_else(|| backoff(attempts, policy.base_ms, policy.max_ms));
                 let run_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 diesel::update(held(id, worker))
                     .set((

@@ -87,7 +87,37 @@ on_both_backends!(
     two_runners_run_every_job_exactly_once,
     operators_list_get_retry_and_prune,
     registry_runs_by_kind_and_contains_failures,
+    a_job_may_choose_its_next_run,
 );
+
+/// `JobError::retry_after`: the job's own delay replaces the kind's backoff
+/// (a delivery's retry schedule, a receiver's `Retry-After`); the attempts
+/// still bound it.
+fn a_job_may_choose_its_next_run(t: &TestDb) {
+    let db = t.open();
+    let id = queue(&db, &Flaky);
+    let instant = BackoffPolicy {
+        base_ms: 1,
+        max_ms: 1,
+    };
+    claim(&db, "w", LEASE, &[Flaky::KIND]).unwrap().unwrap();
+    let later = JobError::retry_after("busy", std::time::Duration::from_secs(3600));
+    assert!(!later.is_permanent());
+    assert_eq!(later.to_string(), "busy");
+    let before = now();
+    assert_eq!(
+        fail(&db, "w", id, &later, instant).unwrap(),
+        Some(JobState::Pending)
+    );
+    let rec = get(&db, id).unwrap();
+    assert!(
+        rec.run_at >= before + chrono::Duration::seconds(3599),
+        "the job's delay, not the 1 ms backoff: {}",
+        rec.run_at
+    );
+    assert_eq!(rec.last_error.as_deref(), Some("busy"));
+    assert!(claim(&db, "w", LEASE, &[Flaky::KIND]).unwrap().is_none());
+}
 
 diesel::table! {
     job_runs (job_id, worker) {

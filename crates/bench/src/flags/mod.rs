@@ -200,6 +200,7 @@ fn bench(args: &FlagsArgs, dir: &Path, wrk_version: &str) -> Result<()> {
         operator: operator.clone(),
         flags: flags.clone(),
         backups: backups.clone(),
+        webhook_allow_private: false,
         shutdown: Default::default(),
     };
     let measured = match Servers::start(state(), state(), args.server_workers) {

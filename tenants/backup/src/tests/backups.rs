@@ -173,6 +173,13 @@ fn sweep_fails_interrupted_backups_and_removes_orphans() {
     let row = get(&env.db, &killed).unwrap();
     assert_eq!(row.state, BackupState::Failed.as_str());
     assert!(row.error.unwrap().starts_with("interrupted"));
+    // Marked failed together with its backup.failed event.
+    let failed = env.events("backup.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["backup_id"], killed.as_str());
+    assert_eq!(failed[0]["tenant_id"], t.id.as_str());
+    assert_eq!(failed[0]["slug"], "swept");
+    assert_eq!(failed[0]["reason"], "scheduled");
     assert_eq!(get(&env.db, &recent).unwrap().state, "running");
     assert!(!half.exists() && !temp.exists() && !orphan.exists());
     assert!(young.exists(), "objects younger than the grace stay");

@@ -143,6 +143,16 @@ fn round_trip(kind: ServerKind) {
     let copy = state(&mut env.conn(&n.tenant.id));
     assert_same(&before, &copy, "restored as a new tenant");
 
+    // Each restore recorded restore.completed with its change.
+    let done = env.events("restore.completed");
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0]["backup_id"], b.id.as_str());
+    assert_eq!(done[0]["mode"], "in_place");
+    assert_eq!(done[0]["restored_tenant_id"], t.id.as_str());
+    assert_eq!(done[1]["mode"], "new_tenant");
+    assert_eq!(done[1]["tenant_id"], t.id.as_str());
+    assert_eq!(done[1]["restored_tenant_id"], n.tenant.id.as_str());
+
     // The new tenant is a tenant like any other: it backs up and verifies.
     let b2 = create(&env.db, &env.store, &n.tenant.id, Reason::Manual).unwrap();
     assert_eq!(b2.manifest.unwrap().tables, m.tables);

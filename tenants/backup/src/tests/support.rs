@@ -147,6 +147,21 @@ impl Env {
         self.location(tenant_id).connect().unwrap()
     }
 
+    /// The bodies of the outbox events of `kind`, oldest first.
+    pub fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        use tenantplane_control_db::schema::outbox;
+        let bodies: Vec<String> = outbox::table
+            .filter(outbox::kind.eq(kind))
+            .order(outbox::created_at)
+            .select(outbox::body)
+            .load(&mut *self.db.conn().unwrap())
+            .unwrap();
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
     pub fn store_path(&self, key: &str) -> std::path::PathBuf {
         self.store.path_of(key).unwrap()
     }

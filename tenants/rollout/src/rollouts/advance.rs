@@ -5,6 +5,7 @@
 use chrono::Utc;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
+use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{rollouts as rollouts_t, tasks};
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::{write_tx, ControlConnection, ControlDb, Result};
@@ -59,6 +60,7 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
         };
         if let Some(reason) = budget_spent(&budget, &progress) {
             set_state(conn, rollout_id, RolloutState::Halted, Some(&reason), now)?;
+            finished_event(conn, rollout_id, RolloutState::Halted, Some(&reason))?;
             tracing::warn!(rollout_id, %reason, "rollout halted");
             return Ok(());
         }
@@ -89,8 +91,47 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
         diesel::update(rollouts_t::table.find(rollout_id))
             .set(rollouts_t::finished_at.eq(Some(now)))
             .execute(conn)?;
+        finished_event(conn, rollout_id, state, None)?;
         tracing::info!(rollout_id, state = state.as_str(), "rollout finished");
     }
+    Ok(())
+}
+
+/// Records `rollout.succeeded`, `rollout.failed` or `rollout.halted` in the
+/// outbox, in the transaction that moved the rollout there.
+fn finished_event(
+    conn: &mut ControlConnection,
+    rollout_id: &str,
+    state: RolloutState,
+    reason: Option<&str>,
+) -> Result<()> {
+    let kind = match state {
+        RolloutState::Succeeded => EventKind::RolloutSucceeded,
+        RolloutState::Failed => EventKind::RolloutFailed,
+        RolloutState::Halted => EventKind::RolloutHalted,
+        _ => return Ok(()),
+    };
+    let (target, total): (String, i32) = rollouts_t::table
+        .find(rollout_id)
+        .select((rollouts_t::target, rollouts_t::total))
+        .first(conn)?;
+    let count = |conn: &mut ControlConnection, state: TaskState| -> Result<i64> {
+        Ok(tasks::table
+            .filter(tasks::rollout_id.eq(rollout_id))
+            .filter(tasks::state.eq(state.as_str()))
+            .select(count_star())
+            .first(conn)?)
+    };
+    let body = tenantplane_api_types::notify::RolloutEvent {
+        rollout_id: rollout_id.to_string(),
+        state: state.as_str().to_string(),
+        target,
+        total: i64::from(total),
+        succeeded: count(conn, TaskState::Succeeded)?,
+        failed: count(conn, TaskState::Failed)?,
+        halt_reason: reason.map(str::to_string),
+    };
+    outbox::record(conn, kind, None, &body)?;
     Ok(())
 }
 
