@@ -27,6 +27,7 @@ struct FileConfig {
     webhook_timeout_s: Option<u64>,
     notify_retry_scale: Option<f64>,
     shutdown_grace_s: Option<u64>,
+    tenant_rate_per_s: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub struct Config {
     /// jobs in flight before it hands the unfinished ones back; keep it below
     /// Kubernetes' `terminationGracePeriodSeconds`.
     pub shutdown_grace_s: u64,
+    /// Requests per second one tenant key may make to one API process
+    /// (bursts of twice that); over it, 429 with `Retry-After`.
+    pub tenant_rate_per_s: u64,
 }
 
 impl fmt::Debug for Config {
@@ -78,6 +82,7 @@ impl fmt::Debug for Config {
             .field("worker_threads", &self.worker_threads)
             .field("worker_lease_s", &self.worker_lease_s)
             .field("shutdown_grace_s", &self.shutdown_grace_s)
+            .field("tenant_rate_per_s", &self.tenant_rate_per_s)
             .field(
                 "backup_store",
                 &tenantplane_fleet::urls::redact_url(&self.backup_store),
@@ -153,6 +158,11 @@ impl Config {
             };
         let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
         let shutdown_grace_s = number("TENANTPLANE_SHUTDOWN_GRACE_S", file.shutdown_grace_s, 30)?;
+        let tenant_rate_per_s = number(
+            "TENANTPLANE_TENANT_RATE_PER_S",
+            file.tenant_rate_per_s,
+            u64::from(tenantplane_api::rate_limit::DEFAULT_PER_S),
+        )?;
         let backup_store = env("TENANTPLANE_BACKUP_STORE")
             .or(file.backup_store)
             .unwrap_or_else(|| tenantplane_backup::store::default_url(&data_dir));
@@ -167,6 +177,7 @@ impl Config {
             worker_lease_s,
             backup_store,
             shutdown_grace_s,
+            tenant_rate_per_s,
         })
     }
 }

@@ -92,6 +92,9 @@ fn run_api(
         // Printed once, on purpose, to stdout and never to the log.
         println!("operator token (shown once, stored hashed): {token}");
     }
+    tenantplane_api::rate_limit::configure(
+        u32::try_from(config.tenant_rate_per_s).unwrap_or(u32::MAX),
+    );
     let listener =
         TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;

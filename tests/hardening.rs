@@ -493,3 +493,43 @@ fn idempotency_keys_replay_the_first_answer_on_postgres() {
     let Some(pg) = TestPg::new() else { return };
     idempotent_posts(&App::start_with_control(Some(pg.url())));
 }
+
+/// Tenant keys are rate limited per key: over the limit, 429 with
+/// Retry-After; another key and the operator are not held back.
+#[test]
+fn tenant_keys_are_rate_limited_one_by_one() {
+    let app = App::start_with(crate::common::AppOptions {
+        env: vec![("TENANTPLANE_TENANT_RATE_PER_S".into(), "1".into())],
+        ..Default::default()
+    });
+    let a = create_tenant(&app, "busy-shop", json!({}));
+    let b = create_tenant(&app, "calm-shop", json!({}));
+    let (ka, kb) = (key(&app, &a), key(&app, &b));
+    // A burst of two, then the third within the second is refused.
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..3 {
+        let resp = match ureq::get(&format!("{}/v1/tenant/features", app.url))
+            .set("Authorization", &format!("Bearer {ka}"))
+            .call()
+        {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        statuses.push(resp.status());
+        if resp.status() == 429 {
+            retry_after = resp.header("Retry-After").map(str::to_string);
+            let body: Value = resp.into_json().expect("json");
+            assert_eq!(error_code(&body), "rate_limited");
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let (s, _) = call_as(&app.url, Some(&kb), "GET", "/v1/tenant/features", None);
+    assert_eq!(s, 200, "another key has its own budget");
+    for _ in 0..5 {
+        let (s, _) = app.call("GET", "/v1/tenants", None);
+        assert_eq!(s, 200, "operators are not limited");
+    }
+}

@@ -93,6 +93,11 @@ impl FromRequest for TenantKey {
             // In memory: the hot path never waits on the database. A revoked
             // key disappears from the snapshot when the revocation lands.
             if let Some(k) = state.flags.snapshot().keys.get(&tokens::hash(token)) {
+                if let Err(wait) = crate::rate_limit::take(&k.id) {
+                    return Err(ApiError::TooManyRequests(
+                        wait.as_secs_f64().ceil().max(1.0) as u64,
+                    ));
+                }
                 return Ok(TenantKey {
                     tenant_id: k.tenant_id.clone(),
                     key_id: k.id.clone(),

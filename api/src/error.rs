@@ -23,6 +23,9 @@ pub enum ApiError {
     TenantSuspended(String),
     #[error("no route for {0}")]
     NoRoute(String),
+    /// A tenant key over its rate; retry after this many seconds.
+    #[error("too many requests with this key; retry after {0} s")]
+    TooManyRequests(u64),
     /// The path exists, not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::TenantSuspended(_) => "tenant_suspended",
             ApiError::Gone(_) => "gone",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -79,6 +83,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) | ApiError::TenantSuspended(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +99,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::TooManyRequests(secs) = self {
+            resp.insert_header(("Retry-After", secs.to_string()));
         }
         resp.json(ErrorBody {
             error: ErrorDetail {

@@ -8,6 +8,7 @@ mod body_timeout;
 pub mod error;
 mod idempotent;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 mod text_guard;
