@@ -4,6 +4,7 @@
 //! domain crate goes through [`error::blocking`].
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod openapi;
 pub mod request_id;
@@ -152,7 +153,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::backups::remove)
     .service(routes::backups::restore)
     .service(routes::exports::create)
-    .service(routes::exports::get);
+    .service(routes::exports::get)
+    .configure(console::configure);
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -301,3 +301,17 @@ diesel::table! {
 }
 
 diesel::joinable!(exports -> tenants (tenant_id));
+
+diesel::table! {
+    console_sessions (id) {
+        id -> Text,
+        token_hash -> Text,
+        csrf_token -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
