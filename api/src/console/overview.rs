@@ -50,6 +50,7 @@ struct Overview {
     by_version: Vec<Bar>,
     running: Vec<RolloutRow>,
     attention: Vec<Attention>,
+    head: String,
 }
 
 #[get("")]
@@ -97,7 +98,24 @@ pub async fn overview(
             .take(200)
             .collect(),
     }));
+    let head = tenantplane_migrations::catalogue::head()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let behind: i64 = counts
+        .by_version
+        .iter()
+        .filter(|(v, _)| *v != head)
+        .map(|(_, n)| n)
+        .sum();
+    if behind > 0 {
+        attention.push(Attention {
+            what: format!("{behind} tenant(s) behind head"),
+            link: "/console/rollouts/new".to_string(),
+            detail: format!("head is {head}; roll them forward"),
+        });
+    }
     html(&Overview {
+        head,
         layout: Layout::new("Fleet overview", Some(s.csrf()), "overview"),
         total: counts.total,
         by_status: bars(&counts.by_status),

@@ -84,20 +84,36 @@ pub fn normalise(message: &str) -> String {
     out.trim().to_string()
 }
 
-fn failed(conn: &mut ControlConnection, rollout_id: &str) -> Result<Vec<(i64, String, Option<String>, Option<String>)>> {
+/// A failed task: id, tenant id, tenant slug, error version, error.
+type Failed = (i64, String, String, Option<String>, Option<String>);
+
+fn failed(conn: &mut ControlConnection, rollout_id: &str) -> Result<Vec<Failed>> {
     Ok(tasks::table
         .inner_join(tenants::table)
         .filter(tasks::rollout_id.eq(rollout_id))
         .filter(tasks::state.eq(TaskState::Failed.as_str()))
-        .select((tasks::id, tenants::slug, tasks::error_version, tasks::last_error))
+        .select((
+            tasks::id,
+            tasks::tenant_id,
+            tenants::slug,
+            tasks::error_version,
+            tasks::last_error,
+        ))
         .order(tasks::id.asc())
         .load(conn)?)
 }
 
-fn key(version: &Option<String>, error: &Option<String>) -> (String, String) {
+/// The group of a failed task: its tenant's id and slug are masked first.
+fn key(t: &Failed) -> (String, String) {
+    let (_, tenant_id, slug, version, error) = t;
+    let error = error
+        .as_deref()
+        .unwrap_or("")
+        .replace(tenant_id.as_str(), "<tenant>")
+        .replace(slug.as_str(), "<tenant>");
     (
         version.clone().unwrap_or_else(|| "-".to_string()),
-        normalise(error.as_deref().unwrap_or("")),
+        normalise(&error),
     )
 }
 
@@ -107,8 +123,9 @@ pub fn failure_groups(db: &ControlDb, rollout_id: &str) -> Result<Vec<FailureGro
     let mut conn = db.conn()?;
     find_row(&mut conn, rollout_id)?;
     let mut groups: BTreeMap<(String, String), FailureGroup> = BTreeMap::new();
-    for (_, slug, version, error) in failed(&mut conn, rollout_id)? {
-        let (v, m) = key(&version, &error);
+    for t in failed(&mut conn, rollout_id)? {
+        let (v, m) = key(&t);
+        let slug = t.2;
         let g = groups
             .entry((v.clone(), m.clone()))
             .or_insert_with(|| FailureGroup {
@@ -147,8 +164,8 @@ pub fn retry_group(
         }
         let ids: Vec<i64> = failed(conn, rollout_id)?
             .into_iter()
-            .filter(|(_, _, v, e)| key(v, e) == (error_version.to_string(), message.to_string()))
-            .map(|(id, ..)| id)
+            .filter(|t| key(t) == (error_version.to_string(), message.to_string()))
+            .map(|t| t.0)
             .collect();
         if ids.is_empty() {
             return Err(Error::Conflict(format!(
