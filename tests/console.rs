@@ -45,7 +45,11 @@ fn send(req: ureq::Request, form: Option<&[(&str, &str)]>) -> Resp {
     Resp {
         status: r.status(),
         location: r.header("Location").map(str::to_string),
-        set_cookie: r.all("Set-Cookie").into_iter().map(str::to_string).collect(),
+        set_cookie: r
+            .all("Set-Cookie")
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         csp: r.header("Content-Security-Policy").map(str::to_string),
         body: r.into_string().unwrap_or_default(),
     }
@@ -60,7 +64,12 @@ fn sign_in(app: &App) -> (String, String) {
             .set("Origin", &app.url),
         Some(&[("token", TOKEN)]),
     );
-    assert_eq!((r.status, r.location.as_deref()), (303, Some("/console")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/console")),
+        "{}",
+        r.body
+    );
     let set = r
         .set_cookie
         .iter()
@@ -119,7 +128,11 @@ fn console_refuses_cross_site_posts_and_posts_without_the_csrf_token() {
     let before = feature(&app, &tenant, "branding");
     let (cookie, csrf) = sign_in(&app);
     let url = format!("{}/console/tenants/{tenant}/overrides", app.url);
-    let flip = if before["enabled"] == true { "off" } else { "on" };
+    let flip = if before["enabled"] == true {
+        "off"
+    } else {
+        "on"
+    };
     let form = [
         ("csrf", csrf.as_str()),
         ("feature", "branding"),
@@ -136,7 +149,12 @@ fn console_refuses_cross_site_posts_and_posts_without_the_csrf_token() {
         Some(&form),
     );
     assert_eq!(evil.status, 403, "{}", evil.body);
-    assert_eq!(evil.csp.as_deref().map(|c| c.contains("default-src 'self'")), Some(true));
+    assert_eq!(
+        evil.csp
+            .as_deref()
+            .map(|c| c.contains("default-src 'self'")),
+        Some(true)
+    );
     let cross = send(
         agent()
             .post(&url)
@@ -147,17 +165,27 @@ fn console_refuses_cross_site_posts_and_posts_without_the_csrf_token() {
     assert_eq!(cross.status, 403, "{}", cross.body);
     // Same origin but without the session's token (or with another one).
     let no_token = send(
-        agent().post(&url).set("Cookie", &cookie).set("Origin", &app.url),
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
         Some(&form[1..]),
     );
     assert_eq!(no_token.status, 403, "{}", no_token.body);
     let wrong = [("csrf", "not-the-token"), form[1], form[2], form[3]];
     let wrong_token = send(
-        agent().post(&url).set("Cookie", &cookie).set("Origin", &app.url),
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
         Some(&wrong),
     );
     assert_eq!(wrong_token.status, 403, "{}", wrong_token.body);
-    assert_eq!(feature(&app, &tenant, "branding"), before, "nothing changed");
+    assert_eq!(
+        feature(&app, &tenant, "branding"),
+        before,
+        "nothing changed"
+    );
 
     // The real form from the real page goes through.
     let ok = send(
@@ -172,14 +200,19 @@ fn console_refuses_cross_site_posts_and_posts_without_the_csrf_token() {
     let after = feature(&app, &tenant, "branding");
     assert_eq!(after["enabled"], flip == "on", "{after}");
     assert!(
-        after["reason"].as_str().is_some_and(|r| r.starts_with("OVERRIDE")),
+        after["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("OVERRIDE")),
         "{after}"
     );
     // Audited with the console session as actor.
     let (s, audit) = app.call("GET", "/v1/audit?limit=20", None);
     assert_eq!(s, 200, "{audit}");
     let text = audit.to_string();
-    assert!(text.contains("console:"), "console actor in the audit log: {text}");
+    assert!(
+        text.contains("console:"),
+        "console actor in the audit log: {text}"
+    );
 }
 
 #[test]
@@ -188,7 +221,11 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
     // No session: every page sends the browser to sign-in.
     for path in ["/console", "/console/rollouts", "/console/tenants/x"] {
         let r = send(agent().get(&format!("{}{path}", app.url)), None);
-        assert_eq!((r.status, r.location.as_deref()), (303, Some("/console/login")), "{path}");
+        assert_eq!(
+            (r.status, r.location.as_deref()),
+            (303, Some("/console/login")),
+            "{path}"
+        );
     }
     let bogus = send(
         agent()
@@ -208,7 +245,11 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
 
     // A tenant key is no operator token.
     let tenant = new_tenant(&app, "key-shop");
-    let (s, key) = app.call("POST", &format!("/v1/tenants/{tenant}/keys"), Some(json!({})));
+    let (s, key) = app.call(
+        "POST",
+        &format!("/v1/tenants/{tenant}/keys"),
+        Some(json!({})),
+    );
     assert_eq!(s, 201, "{key}");
     let key = key["key"].as_str().expect("key");
     let refused = send(
@@ -218,7 +259,10 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
         Some(&[("token", key)]),
     );
     assert_eq!(refused.status, 403, "{}", refused.body);
-    assert!(refused.set_cookie.iter().all(|c| !c.starts_with("tp_console=") || c.starts_with("tp_console=;")));
+    assert!(refused
+        .set_cookie
+        .iter()
+        .all(|c| !c.starts_with("tp_console=") || c.starts_with("tp_console=;")));
     let wrong = send(
         agent()
             .post(&format!("{}/console/login", app.url))
@@ -244,20 +288,28 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
             .set("Origin", &app.url),
         Some(&[("csrf", csrf.as_str())]),
     );
-    assert_eq!((out.status, out.location.as_deref()), (303, Some("/console/login")));
+    assert_eq!(
+        (out.status, out.location.as_deref()),
+        (303, Some("/console/login"))
+    );
     let again = send(
         agent()
             .get(&format!("{}/console", app.url))
             .set("Cookie", &cookie),
         None,
     );
-    assert_eq!((again.status, again.location.as_deref()), (303, Some("/console/login")));
+    assert_eq!(
+        (again.status, again.location.as_deref()),
+        (303, Some("/console/login"))
+    );
     // The assets are served from the binary with long cache lifetimes.
     let r = agent()
         .get(&format!("{}/console/assets/htmx-2.0.11.min.js", app.url))
         .call()
         .expect("htmx");
-    assert!(r.header("Cache-Control").is_some_and(|c| c.contains("immutable")));
+    assert!(r
+        .header("Cache-Control")
+        .is_some_and(|c| c.contains("immutable")));
 }
 
 // ------------------------------------------------------------- browser ---
@@ -433,7 +485,10 @@ impl Browser {
         assert!(!names.is_empty());
         for n in names {
             let n = n.as_str().unwrap_or("");
-            assert!(n.starts_with(origin), "a request left the app's origin: {n}");
+            assert!(
+                n.starts_with(origin),
+                "a request left the app's origin: {n}"
+            );
         }
     }
 }
@@ -473,7 +528,9 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
 
     // Sign in.
     b.goto(&format!("{}/console", app.url));
-    wait_for("the sign-in page", LONG, || b.url().ends_with("/console/login").then_some(()));
+    wait_for("the sign-in page", LONG, || {
+        b.url().ends_with("/console/login").then_some(())
+    });
     b.fill("#token", TOKEN);
     b.click("#sign-in");
     let total = b.wait_text("#tenant-total", "the overview", |t| !t.is_empty());
@@ -492,9 +549,16 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
     b.click("#preview");
     let to_migrate = b.wait_text("#to-migrate", "the dry run", |t| !t.is_empty());
     assert_eq!(to_migrate, N.to_string());
-    assert!(b.text("#preview-result").expect("preview").contains("canary: 5 tenants"));
+    assert!(b
+        .text("#preview-result")
+        .expect("preview")
+        .contains("canary: 5 tenants"));
     let (_, none) = app.call("GET", "/v1/rollouts", None);
-    assert_eq!(none.as_array().map(Vec::len), Some(0), "a preview starts nothing");
+    assert_eq!(
+        none.as_array().map(Vec::len),
+        Some(0),
+        "a preview starts nothing"
+    );
     b.click("#start");
     wait_for("the rollout page", LONG, || b.text("#rollout-id"));
     let rollout = b.text("#rollout-id").expect("rollout id");
@@ -520,14 +584,19 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
             shot = true;
         }
         let state = b.text("#rollout-state")?;
-        ["succeeded", "failed", "halted"].contains(&state.as_str()).then_some(state)
+        ["succeeded", "failed", "halted"]
+            .contains(&state.as_str())
+            .then_some(state)
     });
     assert_eq!(
         b.exec("return window.__no_reload || null;"),
         json!("still here"),
         "the page was not reloaded"
     );
-    assert!(seen.len() >= 2, "the counters changed while it ran: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "the counters changed while it ran: {seen:?}"
+    );
     assert_eq!(finished, "failed", "one drifted tenant fails");
     if !shot {
         b.screenshot("rollout-running.png");
@@ -545,7 +614,9 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
         .batch_execute("DROP TABLE expense_categories")
         .expect("fix");
     b.click(".retry-group");
-    b.wait_text("#rollout-state", "the retried tenant to succeed", |t| t == "succeeded");
+    b.wait_text("#rollout-state", "the retried tenant to succeed", |t| {
+        t == "succeeded"
+    });
     let (_, r) = app.call("GET", &format!("/v1/rollouts/{rollout}"), None);
     assert_eq!(
         (r["state"].as_str(), r["counts"]["succeeded"].as_u64()),
@@ -556,19 +627,29 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
     // A feature override set on the tenant page is what the API evaluates.
     let tenant = &ids[7];
     let before = feature(&app, tenant, "credit_reminders");
-    let turn = if before["enabled"] == true { "off" } else { "on" };
+    let turn = if before["enabled"] == true {
+        "off"
+    } else {
+        "on"
+    };
     b.goto(&format!("{}/console/tenants/{tenant}", app.url));
     b.wait_text("#phase", "the tenant page", |t| t == "7");
     b.select("#o-feature", "credit_reminders");
     b.select("#o-enabled", turn);
     b.fill("#o-reason", "browser test");
     b.click("#set-override");
-    let row = b.wait_text("#feature-credit_reminders", "the override", |t| t.contains("OVERRIDE"));
+    let row = b.wait_text("#feature-credit_reminders", "the override", |t| {
+        t.contains("OVERRIDE")
+    });
     let after = feature(&app, tenant, "credit_reminders");
     assert_eq!(after["enabled"], turn == "on", "{after}");
     assert_eq!(
         after["reason"],
-        if turn == "on" { "OVERRIDE_ON" } else { "OVERRIDE_OFF" },
+        if turn == "on" {
+            "OVERRIDE_ON"
+        } else {
+            "OVERRIDE_OFF"
+        },
         "{after} / page: {row}"
     );
 
@@ -582,12 +663,17 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
     // Sign out: the old cookie only leads to the sign-in page.
     let cookie = b.cookie("tp_console");
     b.click("#sign-out");
-    wait_for("the sign-in page", LONG, || b.url().ends_with("/console/login").then_some(()));
+    wait_for("the sign-in page", LONG, || {
+        b.url().ends_with("/console/login").then_some(())
+    });
     let r = send(
         agent()
             .get(&format!("{}/console", app.url))
             .set("Cookie", &format!("tp_console={cookie}")),
         None,
     );
-    assert_eq!((r.status, r.location.as_deref()), (303, Some("/console/login")));
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/console/login"))
+    );
 }

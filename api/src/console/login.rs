@@ -41,15 +41,16 @@ pub async fn submit(
     session::check_origin(&req)?;
     let token = form.into_inner().token;
     let token = token.trim();
-    let refuse = |status: actix_web::http::StatusCode, why: &str| -> Result<HttpResponse, ConsoleError> {
-        let page = LoginPage {
-            layout: Layout::new("Sign in", None, ""),
-            error: Some(why.to_string()),
+    let refuse =
+        |status: actix_web::http::StatusCode, why: &str| -> Result<HttpResponse, ConsoleError> {
+            let page = LoginPage {
+                layout: Layout::new("Sign in", None, ""),
+                error: Some(why.to_string()),
+            };
+            Ok(HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .body(page.render()?))
         };
-        Ok(HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .body(page.render()?))
-    };
     if !state.operator.accepts(token) {
         if state
             .flags

@@ -23,7 +23,8 @@ pub use session::COOKIE;
 
 /// The policy on every console response: nothing but this origin, no inline
 /// script or style.
-pub const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+pub const CSP: &str =
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Registers the `/console` routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

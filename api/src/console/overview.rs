@@ -87,16 +87,18 @@ pub async fn overview(
                 .unwrap_or_else(|| format!("{} failed tenant(s)", r.counts.failed)),
         })
         .collect();
-    attention.extend(failed_backups.items.iter().map(|b| Attention {
-        what: "Backup failed".to_string(),
-        link: format!("/console/tenants/{}", b.tenant_id),
-        detail: b
-            .error
-            .as_deref()
-            .unwrap_or("no error recorded")
-            .chars()
-            .take(200)
-            .collect(),
+    attention.extend(failed_backups.items.iter().map(|b| {
+        Attention {
+            what: "Backup failed".to_string(),
+            link: format!("/console/tenants/{}", b.tenant_id),
+            detail: b
+                .error
+                .as_deref()
+                .unwrap_or("no error recorded")
+                .chars()
+                .take(200)
+                .collect(),
+        }
     }));
     let head = tenantplane_migrations::catalogue::head()
         .map(str::to_string)

@@ -10,8 +10,8 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 use tenantplane_rollout::rollouts::{
-    self, Control, Created, FailureGroup, Rollout, RolloutPlan, RolloutRequest, Selector,
-    TaskView, WaveSpec,
+    self, Control, Created, FailureGroup, Rollout, RolloutPlan, RolloutRequest, Selector, TaskView,
+    WaveSpec,
 };
 
 use super::page::{duration, html, list_field, see_other, ConsoleError, Layout};
@@ -59,12 +59,7 @@ impl From<&Rollout> for RolloutRow {
             cancelled: c.cancelled,
             done,
             wave: match r.waves.get(r.current_wave.max(0) as usize) {
-                Some(w) => format!(
-                    "{} ({} of {})",
-                    w.name,
-                    r.current_wave + 1,
-                    r.waves.len()
-                ),
+                Some(w) => format!("{} ({} of {})", w.name, r.current_wave + 1, r.waves.len()),
                 None => "-".to_string(),
             },
             rate: r
@@ -109,8 +104,9 @@ pub async fn list(
     let db = state.db.clone();
     let filter = q.into_inner().state;
     let f = filter.clone();
-    let all = blocking(move || rollouts::list(&db, Some(f.as_str()).filter(|s| !s.is_empty()), 100))
-        .await?;
+    let all =
+        blocking(move || rollouts::list(&db, Some(f.as_str()).filter(|s| !s.is_empty()), 100))
+            .await?;
     html(&ListPage {
         layout: Layout::new("Rollouts", Some(s.csrf()), "rollouts"),
         rollouts: all.iter().map(RolloutRow::from).collect(),
@@ -149,7 +145,9 @@ pub struct NewForm {
 
 impl NewForm {
     fn request(&self, dry_run: bool) -> Result<RolloutRequest, ConsoleError> {
-        let invalid = |m: String| ConsoleError::Api(ApiError::Domain(tenantplane_control_db::Error::invalid(m)));
+        let invalid = |m: String| {
+            ConsoleError::Api(ApiError::Domain(tenantplane_control_db::Error::invalid(m)))
+        };
         let mut labels = BTreeMap::new();
         for pair in list_field(&self.labels) {
             let (k, v) = pair
@@ -377,10 +375,7 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
     } else if t.wave > r.current_wave {
         format!("wave {} not open", t.wave + 1)
     } else if t.next_attempt_at > now {
-        format!(
-            "backoff until {}",
-            t.next_attempt_at.format("%H:%M:%S UTC")
-        )
+        format!("backoff until {}", t.next_attempt_at.format("%H:%M:%S UTC"))
     } else {
         "concurrency cap (next in line)".into()
     };
@@ -394,10 +389,7 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
         attempts: format!("{}/{}", t.attempts, t.max_attempts),
         error: t.last_error.unwrap_or_default(),
         error_version: t.error_version.unwrap_or_default(),
-        duration: t
-            .duration_ms
-            .map(|d| format!("{d} ms"))
-            .unwrap_or_default(),
+        duration: t.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
         waiting,
     }
 }
@@ -448,7 +440,10 @@ pub async fn show(
     })
     .await?;
     let row = RolloutRow::from(&r);
-    let progress = ProgressFragment { r: RolloutRow::from(&r) }.render()?;
+    let progress = ProgressFragment {
+        r: RolloutRow::from(&r),
+    }
+    .render()?;
     let controls = ControlsFragment {
         r: RolloutRow::from(&r),
         csrf: s.csrf().to_string(),
@@ -525,7 +520,9 @@ pub async fn events(
                 if shutdown.is_begun() {
                     st.done = true;
                     return Some((
-                        Ok::<_, actix_web::Error>(Bytes::from("retry: 1000\nevent: shutdown\ndata: stopping\n\n")),
+                        Ok::<_, actix_web::Error>(Bytes::from(
+                            "retry: 1000\nevent: shutdown\ndata: stopping\n\n",
+                        )),
                         st,
                     ));
                 }
@@ -540,17 +537,22 @@ pub async fn events(
                 let row = RolloutRow::from(&r);
                 let finished = row.finished();
                 let state_changed = st.last_state.as_deref() != Some(row.state.as_str());
-                let fragment = ProgressFragment { r: RolloutRow::from(&r) }
-                    .render()
-                    .unwrap_or_default();
+                let fragment = ProgressFragment {
+                    r: RolloutRow::from(&r),
+                }
+                .render()
+                .unwrap_or_default();
                 if st.last.as_deref() == Some(fragment.as_str()) && !state_changed {
                     continue;
                 }
                 let mut text = sse("progress", &fragment);
                 if state_changed && st.last_state.is_some() {
-                    let controls = ControlsFragment { r: row, csrf: csrf.clone() }
-                        .render()
-                        .unwrap_or_default();
+                    let controls = ControlsFragment {
+                        r: row,
+                        csrf: csrf.clone(),
+                    }
+                    .render()
+                    .unwrap_or_default();
                     text.push_str(&sse("controls", &controls));
                 }
                 if finished {
@@ -623,9 +625,7 @@ pub async fn retry_group(
     let db = state.db.clone();
     let actor = s.actor.clone();
     let rid = id.clone();
-    blocking(move || {
-        rollouts::retry_group(&db, &actor, &rid, &form.error_version, &form.message)
-    })
-    .await?;
+    blocking(move || rollouts::retry_group(&db, &actor, &rid, &form.error_version, &form.message))
+        .await?;
     Ok(see_other(&format!("/console/rollouts/{id}")))
 }

@@ -35,10 +35,7 @@ impl ConsoleSession {
     /// The CSRF check of an unsafe request: the form field (or the htmx
     /// header) must carry this session's token.
     pub fn check_csrf(&self, req: &HttpRequest, field: Option<&str>) -> Result<(), ConsoleError> {
-        let header = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok());
+        let header = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         let presented = field.filter(|f| !f.is_empty()).or(header).unwrap_or("");
         let expected = &self.session.csrf_token;
         if tenantplane_access::tokens::hashes_equal(presented, expected) {
@@ -55,13 +52,14 @@ impl ConsoleSession {
 /// browser sends it, must say `same-origin`, and `Origin`, when present, must
 /// be this server's own scheme and host.
 pub fn check_origin(req: &HttpRequest) -> Result<(), ConsoleError> {
-    if matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
-    let refuse = |why: &str| Err(ConsoleError::Forbidden(format!("cross-site request refused: {why}")));
+    let refuse = |why: &str| {
+        Err(ConsoleError::Forbidden(format!(
+            "cross-site request refused: {why}"
+        )))
+    };
     if let Some(site) = req.headers().get("Sec-Fetch-Site") {
         if site.as_bytes() != b"same-origin" {
             return refuse("Sec-Fetch-Site is not same-origin");
@@ -84,7 +82,11 @@ pub fn is_tls(req: &HttpRequest) -> bool {
 }
 
 /// The session cookie for a new session.
-pub fn cookie(req: &HttpRequest, token: String, expires_at: chrono::NaiveDateTime) -> Cookie<'static> {
+pub fn cookie(
+    req: &HttpRequest,
+    token: String,
+    expires_at: chrono::NaiveDateTime,
+) -> Cookie<'static> {
     let expires = time::OffsetDateTime::from_unix_timestamp(expires_at.and_utc().timestamp())
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     Cookie::build(COOKIE, token)

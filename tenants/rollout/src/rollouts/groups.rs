@@ -226,6 +226,9 @@ mod tests {
         let b = normalise("migration 2026-01-01-020100 on tenant 99aa9c1e-2222-4444-8888-0123456789ff: table \"expense_categories\"  already exists");
         assert_eq!(a, b);
         assert!(a.contains("already exists"), "{a}");
-        assert_ne!(a, normalise("migration 2026-01-01-020100: permission denied"));
+        assert_ne!(
+            a,
+            normalise("migration 2026-01-01-020100: permission denied")
+        );
     }
 }
