@@ -281,6 +281,28 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
 
     // Sign out: the cookie is useless afterwards.
     let (cookie, csrf) = sign_in(&app);
+    // A page with everything it loads weighs under 150 KB.
+    let page = send(
+        agent()
+            .get(&format!("{}/console/tenants", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    let mut weight = page.body.len();
+    for asset in [
+        "htmx-2.0.11.min.js",
+        "htmx-ext-sse-2.2.4.min.js",
+        "console-1.css",
+    ] {
+        assert!(page.body.contains(asset), "{asset} linked");
+        let r = send(
+            agent().get(&format!("{}/console/assets/{asset}", app.url)),
+            None,
+        );
+        assert_eq!(r.status, 200, "{asset}");
+        weight += r.body.len();
+    }
+    assert!(weight < 150 * 1024, "{weight} bytes");
     let out = send(
         agent()
             .post(&format!("{}/console/logout", app.url))
@@ -676,4 +698,110 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
         (r.status, r.location.as_deref()),
         (303, Some("/console/login"))
     );
+}
+
+#[test]
+fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
+    let app = App::start();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (s, t) = app.call(
+            "POST",
+            "/v1/tenants",
+            Some(json!({"slug": format!("grp-{i}"), "name": "Shop", "schema": "phase:0"})),
+        );
+        assert_eq!(s, 201, "{t}");
+        ids.push(t["id"].as_str().expect("id").to_string());
+    }
+    // Two tenants drift the same way: one group of two, whatever their ids.
+    for bad in &ids[1..3] {
+        tenant_db(&app, bad)
+            .batch_execute("CREATE TABLE expense_categories (id INTEGER PRIMARY KEY)")
+            .expect("drift");
+    }
+    let (s, r) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}})),
+    );
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let state = |app: &App| {
+        let (_, r) = app.call("GET", &format!("/v1/rollouts/{id}"), None);
+        r
+    };
+    let done = wait_for("the rollout to finish", LONG, || {
+        let r = state(&app);
+        ["succeeded", "failed", "halted"]
+            .contains(&r["state"].as_str().unwrap_or(""))
+            .then_some(r)
+    });
+    assert_eq!(done["counts"]["failed"], 2, "{done}");
+
+    let (cookie, csrf) = sign_in(&app);
+    let page = send(
+        agent()
+            .get(&format!("{}/console/rollouts/{id}", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(page.status, 200);
+    let groups = &page.body[page
+        .body
+        .find(r#"id="failure-groups""#)
+        .expect("groups table")..];
+    assert_eq!(
+        groups.matches("retry-group").count(),
+        1,
+        "one group: {groups}"
+    );
+    assert!(
+        groups.contains("20261125020100") && groups.contains("Retry these 2"),
+        "{groups}"
+    );
+    let field = |name: &str| {
+        let at = groups
+            .find(&format!(r#"name="{name}" value=""#))
+            .expect("group field");
+        let rest = &groups[at + name.len() + 15..];
+        rest[..rest.find('"').expect("quote")]
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    let (version, message) = (field("error_version"), field("message"));
+    for bad in &ids[1..3] {
+        tenant_db(&app, bad)
+            .batch_execute("DROP TABLE expense_categories")
+            .expect("fix");
+    }
+    let url = format!("{}/console/rollouts/{id}/groups/retry", app.url);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("error_version", version.as_str()),
+        ("message", message.as_str()),
+    ];
+    let r = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&form),
+    );
+    assert_eq!(
+        (r.status, r.location),
+        (303, Some(format!("/console/rollouts/{id}"))),
+        "{}",
+        r.body
+    );
+    let done = wait_for("the retried group to succeed", LONG, || {
+        let r = state(&app);
+        (r["state"] == "succeeded").then_some(r)
+    });
+    assert_eq!(done["counts"]["succeeded"], 4, "{done}");
+    let (_, audit) = app.call("GET", "/v1/audit?limit=50", None);
+    assert!(audit.to_string().contains("rollout.retry_group"), "{audit}");
 }

@@ -140,7 +140,7 @@ pub fn failure_groups(db: &ControlDb, rollout_id: &str) -> Result<Vec<FailureGro
         }
     }
     let mut out: Vec<FailureGroup> = groups.into_values().collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count));
+    out.sort_by_key(|g| std::cmp::Reverse(g.count));
     Ok(out)
 }
 
