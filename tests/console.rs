@@ -764,13 +764,7 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
             .find(&format!(r#"name="{name}" value=""#))
             .expect("group field");
         let rest = &groups[at + name.len() + 15..];
-        rest[..rest.find('"').expect("quote")]
-            .replace("&quot;", "\"")
-            .replace("&#x27;", "'")
-            .replace("&#39;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
+        unescape(&rest[..rest.find('"').expect("quote")])
     };
     let (version, message) = (field("error_version"), field("message"));
     for bad in &ids[1..3] {
@@ -804,4 +798,32 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
     assert_eq!(done["counts"]["succeeded"], 4, "{done}");
     let (_, audit) = app.call("GET", "/v1/audit?limit=50", None);
     assert!(audit.to_string().contains("rollout.retry_group"), "{audit}");
+}
+
+/// Decodes the entities an HTML attribute value may hold (named and numeric).
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest.find(';').expect("entity end");
+        let entity = &rest[1..end];
+        let c = match entity {
+            "quot" => '"',
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "apos" => '\'',
+            e if e.starts_with("#x") => {
+                char::from_u32(u32::from_str_radix(&e[2..], 16).expect("hex")).expect("char")
+            }
+            e if e.starts_with('#') => char::from_u32(e[1..].parse().expect("dec")).expect("char"),
+            e => panic!("unknown entity {e}"),
+        };
+        out.push(c);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
