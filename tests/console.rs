@@ -827,3 +827,38 @@ fn unescape(s: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[test]
+fn console_sessions_work_with_a_postgres_control_db() {
+    let Some(pg) = crate::common::TestPg::new() else {
+        return;
+    };
+    let app = App::start_with_control(Some(pg.url()));
+    let (cookie, csrf) = sign_in(&app);
+    let overview = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert!(
+        overview.body.contains(r#"id="tenant-total""#),
+        "{}",
+        overview.body
+    );
+    let out = send(
+        agent()
+            .post(&format!("{}/console/logout", app.url))
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&[("csrf", csrf.as_str())]),
+    );
+    assert_eq!(out.status, 303);
+    let again = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(again.location.as_deref(), Some("/console/login"));
+}
