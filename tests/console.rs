@@ -675,6 +675,12 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
         "{after} / page: {row}"
     );
 
+    let trail = b.text("#audit").expect("audit trail");
+    assert!(
+        trail.contains("console:"),
+        "the session is the actor: {trail}"
+    );
+
     // A phone-sized screen still shows the overview (screenshot for a look).
     b.goto(&format!("{}/console", app.url));
     b.wait_text("#tenant-total", "the overview", |t| !t.is_empty());

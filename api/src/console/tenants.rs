@@ -150,6 +150,14 @@ struct ShowPage {
     features: Vec<FeatureLine>,
     catalogue: Vec<&'static str>,
     backups: Vec<BackupLine>,
+    audit: Vec<AuditLine>,
+}
+
+pub struct AuditLine {
+    when: String,
+    actor: String,
+    action: String,
+    after: String,
 }
 
 #[get("/tenants/{id}")]
@@ -160,8 +168,9 @@ pub async fn show(
 ) -> Result<HttpResponse, ConsoleError> {
     let db = state.db.clone();
     let id = id.into_inner();
-    let (tenant, backups) = blocking(move || {
+    let (tenant, backups, trail) = blocking(move || {
         let t = registry::get(&db, &id)?;
+        let trail = tenantplane_control_db::audit::list(&mut *db.conn()?, Some(&t.id), 20)?;
         let b = tenantplane_backup::list(
             &db,
             &BackupFilter {
@@ -170,7 +179,7 @@ pub async fn show(
                 ..BackupFilter::default()
             },
         )?;
-        Ok((t, b))
+        Ok((t, b, trail))
     })
     .await?;
     let features = state.flags.evaluate(&tenant.id);
@@ -207,6 +216,20 @@ pub async fn show(
                     .size_bytes
                     .map(|n| format!("{:.1} KiB", n as f64 / 1024.0))
                     .unwrap_or_default(),
+            })
+            .collect(),
+        audit: trail
+            .into_iter()
+            .map(|a| AuditLine {
+                when: a.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                actor: a.actor,
+                action: a.action,
+                after: a
+                    .after_state
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect(),
             })
             .collect(),
         t: line(tenant),
