@@ -624,6 +624,11 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
         b.screenshot("rollout-running.png");
     }
     assert_eq!(b.text("#count-failed").as_deref(), Some("1"));
+    let waves = b.text("#waves").expect("wave counts");
+    assert!(
+        waves.contains("canary 5 5 0 0 0 0") && waves.contains("rest 195"),
+        "{waves}"
+    );
 
     // The failure shows under its error group, with the migration version.
     b.goto(&format!("{}/console/rollouts/{rollout}", app.url));

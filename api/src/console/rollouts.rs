@@ -334,11 +334,54 @@ fn rerender(page: NewPage) -> Result<HttpResponse, ConsoleError> {
         .body(page.render()?))
 }
 
-/// The live part of the rollout page: counters, progress bar, rate, ETA.
+/// The live part of the rollout page: counters, progress bar, rate, ETA,
+/// and the counts of each wave.
 #[derive(Template)]
 #[template(path = "console/rollout_progress.html")]
 struct ProgressFragment {
     r: RolloutRow,
+    waves: Vec<WaveLine>,
+}
+
+pub struct WaveLine {
+    name: String,
+    size: i64,
+    pending: i64,
+    running: i64,
+    succeeded: i64,
+    failed: i64,
+    other: i64,
+}
+
+fn wave_lines(r: &Rollout, counts: Vec<(i32, rollouts::TaskCounts)>) -> Vec<WaveLine> {
+    r.waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let c = counts
+                .iter()
+                .find(|(n, _)| *n as usize == i)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            WaveLine {
+                name: w.name.clone(),
+                size: w.size,
+                pending: c.pending,
+                running: c.running,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                other: c.skipped + c.cancelled,
+            }
+        })
+        .collect()
+}
+
+/// The rollout and its wave counts.
+fn read_progress(
+    db: &tenantplane_control_db::ControlDb,
+    id: &str,
+) -> Result<(Rollout, Vec<(i32, rollouts::TaskCounts)>), tenantplane_control_db::Error> {
+    Ok((rollouts::get(db, id)?, rollouts::wave_counts(db, id)?))
 }
 
 /// The controls, re-sent when the state changes.
@@ -426,8 +469,8 @@ pub async fn show(
     let id = id.into_inner();
     let q = q.into_inner();
     let (st, cur) = (q.state.clone(), q.cursor.clone());
-    let (r, groups, page) = blocking(move || {
-        let r = rollouts::get(&db, &id)?;
+    let (r, waves, groups, page) = blocking(move || {
+        let (r, waves) = read_progress(&db, &id)?;
         let groups = rollouts::failure_groups(&db, &id)?;
         let page = rollouts::tasks_page(
             &db,
@@ -436,12 +479,13 @@ pub async fn show(
             50,
             Some(cur.as_str()).filter(|s| !s.is_empty()),
         )?;
-        Ok((r, groups, page))
+        Ok((r, waves, groups, page))
     })
     .await?;
     let row = RolloutRow::from(&r);
     let progress = ProgressFragment {
         r: RolloutRow::from(&r),
+        waves: wave_lines(&r, waves),
     }
     .render()?;
     let controls = ControlsFragment {
@@ -527,8 +571,8 @@ pub async fn events(
                     ));
                 }
                 let (db, id) = (st.db.clone(), st.id.clone());
-                let r = match blocking(move || rollouts::get(&db, &id)).await {
-                    Ok(r) => r,
+                let (r, waves) = match blocking(move || read_progress(&db, &id)).await {
+                    Ok(x) => x,
                     Err(_) => {
                         st.done = true;
                         return Some((Ok(Bytes::from("event: done\ndata: error\n\n")), st));
@@ -539,6 +583,7 @@ pub async fn events(
                 let state_changed = st.last_state.as_deref() != Some(row.state.as_str());
                 let fragment = ProgressFragment {
                     r: RolloutRow::from(&r),
+                    waves: wave_lines(&r, waves),
                 }
                 .render()
                 .unwrap_or_default();

@@ -20,18 +20,38 @@ pub fn counts(conn: &mut ControlConnection, rollout_id: &str) -> Result<TaskCoun
         .load(conn)?;
     let mut c = TaskCounts::default();
     for (state, n) in rows {
-        match state.parse::<TaskState>() {
-            Ok(TaskState::Pending) => c.pending = n,
-            Ok(TaskState::Running) => c.running = n,
-            Ok(TaskState::Succeeded) => c.succeeded = n,
-            Ok(TaskState::Failed) => c.failed = n,
-            Ok(TaskState::Skipped) => c.skipped = n,
-            Ok(TaskState::Cancelled) => c.cancelled = n,
-            // The CHECK constraint allows no other word.
-            Err(_) => {}
-        }
+        add(&mut c, &state, n);
     }
     Ok(c)
+}
+
+fn add(c: &mut TaskCounts, state: &str, n: i64) {
+    match state.parse::<TaskState>() {
+        Ok(TaskState::Pending) => c.pending += n,
+        Ok(TaskState::Running) => c.running += n,
+        Ok(TaskState::Succeeded) => c.succeeded += n,
+        Ok(TaskState::Failed) => c.failed += n,
+        Ok(TaskState::Skipped) => c.skipped += n,
+        Ok(TaskState::Cancelled) => c.cancelled += n,
+        // The CHECK constraint allows no other word.
+        Err(_) => {}
+    }
+}
+
+/// The task counts of each wave of a rollout, by wave number (0-based);
+/// waves without tasks are left out.
+pub fn wave_counts(db: &ControlDb, rollout_id: &str) -> Result<Vec<(i32, TaskCounts)>> {
+    let mut conn = db.conn()?;
+    let rows: Vec<(i32, String, i64)> = tasks::table
+        .filter(tasks::rollout_id.eq(rollout_id))
+        .group_by((tasks::wave, tasks::state))
+        .select((tasks::wave, tasks::state, count_star()))
+        .load(&mut conn)?;
+    let mut waves: std::collections::BTreeMap<i32, TaskCounts> = Default::default();
+    for (wave, state, n) in rows {
+        add(waves.entry(wave).or_default(), &state, n);
+    }
+    Ok(waves.into_iter().collect())
 }
 
 fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
