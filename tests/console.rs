@@ -778,6 +778,26 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
         unescape(&rest[..rest.find('"').expect("quote")])
     };
     let (version, message) = (field("error_version"), field("message"));
+    // The tasks table filters by state, wave and error text.
+    let tasks = |query: &str| {
+        let page = send(
+            agent()
+                .get(&format!("{}/console/rollouts/{id}?{query}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        );
+        assert_eq!(page.status, 200, "{query}: {}", page.body);
+        let at = page.body.find(r#"id="tasks""#).expect("tasks table");
+        let table = &page.body[at..];
+        let table = &table[..table.find("</table>").expect("table end")];
+        (0..4)
+            .filter(|i| table.contains(&format!(">grp-{i}<")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tasks("error=expense_categories"), vec![1, 2]);
+    assert_eq!(tasks("state=succeeded&wave=1"), vec![0, 3]);
+    assert_eq!(tasks("state=failed&wave=2"), Vec::<i32>::new());
+    assert_eq!(tasks(""), vec![0, 1, 2, 3]);
     for bad in &ids[1..3] {
         tenant_db(&app, bad)
             .batch_execute("DROP TABLE expense_categories")

@@ -446,16 +446,51 @@ struct ShowPage {
     r: RolloutRow,
     groups: Vec<FailureGroup>,
     tasks: Vec<TaskLine>,
-    state: String,
+    q: TasksQuery,
+    query: String,
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct TasksQuery {
     #[serde(default)]
     state: String,
+    /// 1-based, as the page shows waves.
+    #[serde(default)]
+    wave: String,
+    /// A piece of the error text.
+    #[serde(default)]
+    error: String,
     #[serde(default)]
     cursor: String,
+}
+
+impl TasksQuery {
+    fn filter(&self) -> Result<rollouts::TaskFilter, ConsoleError> {
+        let wave = match self.wave.trim() {
+            "" => None,
+            w => Some(
+                w.parse::<i32>().ok().filter(|w| *w >= 1).ok_or_else(|| {
+                    tenantplane_control_db::Error::invalid("wave must be a number from 1")
+                })? - 1,
+            ),
+        };
+        Ok(rollouts::TaskFilter {
+            state: Some(self.state.clone()).filter(|s| !s.is_empty()),
+            wave,
+            error: Some(self.error.trim().to_string()).filter(|e| !e.is_empty()),
+        })
+    }
+
+    /// The filters as a query string, without the cursor.
+    fn query(&self) -> String {
+        serde_urlencoded::to_string([
+            ("state", &self.state),
+            ("wave", &self.wave),
+            ("error", &self.error),
+        ])
+        .unwrap_or_default()
+    }
 }
 
 #[get("/rollouts/{id}")]
@@ -468,14 +503,15 @@ pub async fn show(
     let db = state.db.clone();
     let id = id.into_inner();
     let q = q.into_inner();
-    let (st, cur) = (q.state.clone(), q.cursor.clone());
+    let filter = q.filter()?;
+    let cur = q.cursor.clone();
     let (r, waves, groups, page) = blocking(move || {
         let (r, waves) = read_progress(&db, &id)?;
         let groups = rollouts::failure_groups(&db, &id)?;
-        let page = rollouts::tasks_page(
+        let page = rollouts::tasks_page_where(
             &db,
             &id,
-            Some(st.as_str()).filter(|s| !s.is_empty()),
+            &filter,
             50,
             Some(cur.as_str()).filter(|s| !s.is_empty()),
         )?;
@@ -501,7 +537,8 @@ pub async fn show(
         next: page.next_cursor,
         r: row,
         groups,
-        state: q.state,
+        query: q.query(),
+        q,
     })
 }
 

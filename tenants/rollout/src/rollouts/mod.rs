@@ -22,7 +22,10 @@ pub(crate) use control::set_state;
 pub use control::{control, Control};
 pub use create::{create, Created};
 pub use groups::{failure_groups, normalise, retry_group, FailureGroup};
-pub use read::{counts, find_row, get, list, state_totals, tasks_page, wave_counts};
+pub use read::{
+    counts, find_row, get, list, state_totals, tasks_page, tasks_page_where, wave_counts,
+    TaskFilter,
+};
 pub use tenantplane_api_types::rollouts::{
     Backoff, FailureBudget, PlannedTask, Rollout, RolloutPlan, RolloutRequest, Selector,
     TaskCounts, TaskPage, TaskView, Wave, WaveSpec,
