@@ -893,3 +893,58 @@ fn console_sessions_work_with_a_postgres_control_db() {
     );
     assert_eq!(again.location.as_deref(), Some("/console/login"));
 }
+
+#[test]
+fn the_tenant_page_changes_the_plan_and_issues_and_revokes_keys() {
+    let app = App::start();
+    let tenant = new_tenant(&app, "keys-shop");
+    let (cookie, csrf) = sign_in(&app);
+    let post = |path: &str, form: &[(&str, &str)]| {
+        send(
+            agent()
+                .post(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie)
+                .set("Origin", &app.url),
+            Some(form),
+        )
+    };
+    let page = |path: &str| {
+        send(
+            agent()
+                .get(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        )
+    };
+    // The plan.
+    let r = post(
+        &format!("/console/tenants/{tenant}/plan"),
+        &[("csrf", &csrf), ("plan", "pro")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let (_, t) = app.call("GET", &format!("/v1/tenants/{tenant}"), None);
+    assert_eq!(t["plan"], "pro", "{t}");
+    // A key, shown once on the answer page, works, then is revoked.
+    let r = post(
+        &format!("/console/tenants/{tenant}/keys"),
+        &[("csrf", &csrf), ("name", "till-1")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.body.find("tp_tk_").expect("the key on the page");
+    let key = &r.body[at..];
+    let key = key[..key.find('"').expect("end")].to_string();
+    let me = |k: &str| crate::common::call_as(&app.url, Some(k), "GET", "/v1/tenant", None).0;
+    assert_eq!(me(&key), 200);
+    let show = page(&format!("/console/tenants/{tenant}"));
+    assert!(show.body.contains("till-1"), "listed");
+    assert!(!show.body.contains(&key), "never shown again");
+    let at = show.body.find("/keys/").expect("revoke form");
+    let key_id = &show.body[at + 6..];
+    let key_id = key_id[..key_id.find('/').expect("id end")].to_string();
+    let r = post(
+        &format!("/console/tenants/{tenant}/keys/{key_id}/revoke"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(me(&key), 401, "revoked");
+}

@@ -53,6 +53,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(tenants::show)
             .service(tenants::set_override)
             .service(tenants::clear_override)
+            .service(tenants::change_plan)
+            .service(tenants::issue_key)
+            .service(tenants::revoke_key)
             .default_service(web::to(page::not_found)),
     );
 }

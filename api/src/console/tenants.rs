@@ -151,6 +151,9 @@ struct ShowPage {
     catalogue: Vec<&'static str>,
     backups: Vec<BackupLine>,
     audit: Vec<AuditLine>,
+    keys: Vec<(String, String, String)>,
+    plans: Vec<String>,
+    plan_slug: String,
 }
 
 pub struct AuditLine {
@@ -168,8 +171,10 @@ pub async fn show(
 ) -> Result<HttpResponse, ConsoleError> {
     let db = state.db.clone();
     let id = id.into_inner();
-    let (tenant, backups, trail) = blocking(move || {
+    let (tenant, backups, trail, keys, plans) = blocking(move || {
         let t = registry::get(&db, &id)?;
+        let keys = tenantplane_access::keys::list(&db, &t.id)?;
+        let plans = tenantplane_flags::plans::list(&db)?;
         let trail = tenantplane_control_db::audit::list(&mut *db.conn()?, Some(&t.id), 20)?;
         let b = tenantplane_backup::list(
             &db,
@@ -179,7 +184,7 @@ pub async fn show(
                 ..BackupFilter::default()
             },
         )?;
-        Ok((t, b, trail))
+        Ok((t, b, trail, keys, plans))
     })
     .await?;
     let features = state.flags.evaluate(&tenant.id);
@@ -232,6 +237,12 @@ pub async fn show(
                     .collect(),
             })
             .collect(),
+        keys: keys
+            .into_iter()
+            .map(|(id, name, at)| (id, name, at.format("%Y-%m-%d %H:%M UTC").to_string()))
+            .collect(),
+        plans: plans.into_iter().map(|p| p.slug).collect(),
+        plan_slug: tenant.plan.clone().unwrap_or_default(),
         t: line(tenant),
     })
 }
@@ -315,4 +326,103 @@ fn reason<T: serde::Serialize>(r: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+pub struct PlanForm {
+    #[serde(default)]
+    csrf: String,
+    plan: String,
+}
+
+/// Moves the tenant to another plan (features needing a newer schema wait
+/// for the one-tenant rollout the change queues).
+#[post("/tenants/{id}/plan")]
+pub async fn change_plan(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    s: ConsoleSession,
+    id: web::Path<String>,
+    form: web::Form<PlanForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let form = form.into_inner();
+    s.check_csrf(&req, Some(&form.csrf))?;
+    let id = id.into_inner();
+    let db = state.db.clone();
+    let snap = state.flags.snapshot();
+    let actor = s.actor.clone();
+    let tid = id.clone();
+    blocking(move || tenantplane_flags::plans::change(&db, &snap, &actor, &tid, &form.plan, None))
+        .await?;
+    state.changed().await?;
+    Ok(see_other(&format!("/console/tenants/{id}")))
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/key_issued.html")]
+struct KeyIssued {
+    layout: Layout,
+    tenant_id: String,
+    name: String,
+    key: String,
+}
+
+/// Issues a tenant API key and shows it this once (no redirect: the page
+/// is the only place the key ever appears; it is not cached).
+#[post("/tenants/{id}/keys")]
+pub async fn issue_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    s: ConsoleSession,
+    id: web::Path<String>,
+    form: web::Form<KeyForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let form = form.into_inner();
+    s.check_csrf(&req, Some(&form.csrf))?;
+    let db = state.db.clone();
+    let actor = s.actor.clone();
+    let tid = id.into_inner();
+    let name = Some(form.name.trim().to_string()).filter(|n| !n.is_empty());
+    let key = blocking(move || {
+        tenantplane_access::keys::issue(
+            &db,
+            &actor,
+            &tid,
+            tenantplane_access::keys::KeyRequest { name },
+        )
+    })
+    .await?;
+    state.changed().await?;
+    html(&KeyIssued {
+        layout: Layout::new("Key issued", Some(s.csrf()), "tenants"),
+        tenant_id: key.tenant,
+        name: key.name,
+        key: key.key,
+    })
+}
+
+#[post("/tenants/{id}/keys/{key_id}/revoke")]
+pub async fn revoke_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    s: ConsoleSession,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    s.check_csrf(&req, Some(&form.csrf))?;
+    let (id, key_id) = path.into_inner();
+    let db = state.db.clone();
+    let actor = s.actor.clone();
+    let tid = id.clone();
+    blocking(move || tenantplane_access::keys::revoke(&db, &actor, &tid, &key_id)).await?;
+    state.changed().await?;
+    Ok(see_other(&format!("/console/tenants/{id}")))
 }

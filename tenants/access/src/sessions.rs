@@ -50,6 +50,10 @@ pub fn create(db: &ControlDb, actor: &Actor) -> Result<NewSession> {
     let expires_at = now + Duration::hours(LIFETIME_HOURS);
     let mut conn = db.conn()?;
     write_tx(&mut conn, None, |conn| {
+        // Sessions past their expiry are of no use: each sign-in sweeps them
+        // (the audit log keeps who signed in and out).
+        diesel::delete(console_sessions::table.filter(console_sessions::expires_at.lt(now)))
+            .execute(conn)?;
         diesel::insert_into(console_sessions::table)
             .values((
                 console_sessions::id.eq(&id),
