@@ -153,6 +153,32 @@ fn unknown_routes_answer_json_404() {
     assert_eq!((s, error_code(&e).as_str()), (404, "not_found"));
 }
 
+/// A path that exists with another method: 405 and the methods it takes.
+#[test]
+fn wrong_methods_answer_405_with_allow() {
+    let app = App::start();
+    for (method, path, allow) in [
+        ("OPTIONS", "/v1/tenants", "GET, POST"),
+        ("TRACE", "/v1/tenants", "GET, POST"),
+        ("DELETE", "/v1/tenants", "GET, POST"),
+        ("PUT", "/v1/tenants/some-shop", "GET, DELETE, PATCH"),
+        ("GET", "/v1/backups/some-id/restore", "POST"),
+        ("PATCH", "/v1/rollouts/abc/pause", "POST"),
+    ] {
+        let resp = match ureq::request(method, &format!("{}{path}", app.url))
+            .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
+            .call()
+        {
+            Err(ureq::Error::Status(_, r)) => r,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.header("Allow"), Some(allow), "{method} {path}");
+        let body: Value = resp.into_json().expect("json");
+        assert_eq!(error_code(&body), "method_not_allowed");
+    }
+}
+
 fn tenant_count(app: &App) -> usize {
     let (_, page) = app.call("GET", "/v1/tenants?limit=500", None);
     page["items"].as_array().expect("items").len()
@@ -364,4 +390,24 @@ fn responses_carry_a_request_id() {
         .call()
         .expect("healthz");
     assert!(resp.header("x-request-id").is_some_and(|v| v.len() == 32));
+}
+
+/// Secrets are never cacheable: a new tenant key's answer says no-store.
+#[test]
+fn answers_carrying_secrets_are_not_stored() {
+    let app = App::start();
+    let (s, _) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "secret-shop", "name": "Secret"})),
+    );
+    assert_eq!(s, 201);
+    let resp = ureq::post(&format!("{}/v1/tenants/secret-shop/keys", app.url))
+        .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
+        .send_json(json!({"name": "pos"}))
+        .expect("key");
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.header("Cache-Control"), Some("no-store"));
+    let body: Value = resp.into_json().expect("json");
+    assert!(body["key"].as_str().is_some_and(|k| !k.is_empty()));
 }

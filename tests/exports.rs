@@ -292,8 +292,11 @@ fn exports_hold_one_tenants_rows_and_expire() {
         "/v1/tenant/exports",
         Some(json!({"format": "csv"})),
     );
-    assert!(s == 409 || s == 403, "{s} {e}");
-    error_code(&e);
+    assert_eq!(
+        (s, error_code(&e)),
+        (403, "tenant_suspended".to_string()),
+        "{e}"
+    );
 }
 
 #[test]

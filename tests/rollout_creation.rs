@@ -79,10 +79,17 @@ fn check(db: &ControlDb) {
     assert_eq!(plan.total, TENANTS);
     assert_eq!(plan.to_migrate, TENANTS - at_head.len());
     let sizes: Vec<i64> = plan.waves.iter().map(|w| w.size).collect();
-    // 40 % of 1,234 rounds up to 494; the rest is the last wave.
-    assert_eq!(sizes, vec![10, 494, 730]);
+    // Waves are cut among the tenants that migrate: 40 % of them rounded
+    // up; the rest is the last wave. Skipped tenants are in no wave's size.
+    let work = (TENANTS - at_head.len()) as i64;
+    let ring = (work * 40 + 99) / 100;
+    assert_eq!(sizes, vec![10, ring, work - 10 - ring]);
     for (wave, size) in sizes.iter().enumerate() {
-        let planned = plan.tasks.iter().filter(|t| t.wave == wave as i32).count();
+        let planned = plan
+            .tasks
+            .iter()
+            .filter(|t| t.wave == wave as i32 && t.action != "skip")
+            .count();
         assert_eq!(planned as i64, *size, "wave {wave} of the plan");
     }
     let mut conn = db.conn().expect("conn");
@@ -112,15 +119,20 @@ fn check(db: &ControlDb) {
     let mut want = selectable.clone();
     want.sort();
     assert_eq!(got, want, "every selectable tenant exactly once");
-    // Claims follow insert order: the waves must be in order.
+    // Claims follow insert order: the waves of the work must be in order.
+    let work_rows: Vec<&(String, i32, String)> = rows.iter().filter(|r| r.2 != "skipped").collect();
     assert!(
-        rows.windows(2).all(|w| w[0].1 <= w[1].1),
+        work_rows.windows(2).all(|w| w[0].1 <= w[1].1),
         "tasks are written wave by wave"
     );
     for (wave, size) in sizes.iter().enumerate() {
-        let n = rows.iter().filter(|r| r.1 == wave as i32).count();
+        let n = work_rows.iter().filter(|r| r.1 == wave as i32).count();
         assert_eq!(n as i64, *size, "wave {wave}");
     }
+    assert!(
+        rows.iter().filter(|r| r.2 == "skipped").all(|r| r.1 == 0),
+        "skipped tenants sit in wave 0, finished"
+    );
     for (id, _, state) in &rows {
         let want = if at_head.contains(id) {
             "skipped"
@@ -130,7 +142,11 @@ fn check(db: &ControlDb) {
         assert_eq!(state, want, "tenant {id}");
     }
     // A stable shuffle, not the order of the ids.
-    let canary: Vec<&String> = rows.iter().take(10).map(|r| &r.0).collect();
+    let canary: Vec<&String> = work_rows.iter().take(10).map(|r| &r.0).collect();
+    assert!(
+        canary.iter().all(|id| !at_head.contains(id)),
+        "the canary migrates"
+    );
     let mut sorted = canary.clone();
     sorted.sort();
     assert_ne!(canary, sorted, "the canaries are a spread of the fleet");
@@ -207,4 +223,107 @@ fn a_plan_selector_selects_the_tenants_on_that_plan() {
     assert_eq!(slugs, vec!["p-one", "p-two"]);
     let err = plan_of(serde_json::json!(["gold"])).err().expect("refused");
     assert!(err.to_string().contains("unknown plans"), "{err}");
+}
+
+/// The bug of issue 15: a canary of 5 over a fleet mostly at the target
+/// held 5 tenants that were already there and tested nothing.
+#[test]
+fn a_canary_is_cut_among_the_tenants_that_migrate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = crate::common::sqlite_control_db(dir.path());
+    let mut conn = db.conn().expect("conn");
+    let server: DatabaseServer = database_servers::table
+        .select(DatabaseServer::as_select())
+        .first(&mut conn)
+        .expect("server");
+    let head = catalogue::head().expect("head");
+    let phase0 = catalogue::phase_version(0).expect("phase 0");
+    let now = Utc::now().naive_utc();
+    let mut behind = Vec::new();
+    for i in 0..50 {
+        let id = Uuid::new_v4().to_string();
+        let version = if i < 30 { head } else { phase0 };
+        if i >= 30 {
+            behind.push(id.clone());
+        }
+        diesel::insert_into(tenants::table)
+            .values((
+                tenants::id.eq(&id),
+                tenants::slug.eq(format!("canary-{i:02}")),
+                tenants::name.eq(format!("Shop {i}")),
+                tenants::status.eq("active"),
+                tenants::server_id.eq(&server.id),
+                tenants::schema_version.eq(Some(version)),
+                tenants::created_at.eq(now),
+                tenants::updated_at.eq(now),
+            ))
+            .execute(&mut conn)
+            .expect("tenant");
+    }
+    let actor = Actor::system("test");
+    let req = |waves: serde_json::Value, target: &str| -> RolloutRequest {
+        serde_json::from_value(serde_json::json!({
+            "target": target, "selector": {"all": true}, "waves": waves,
+        }))
+        .expect("request")
+    };
+    let Created::Rollout(r) = rollouts::create(
+        &db,
+        &actor,
+        req(serde_json::json!([{"name": "canary", "count": 5}]), "head"),
+    )
+    .expect("create") else {
+        panic!("a rollout")
+    };
+    assert_eq!(
+        r.waves
+            .iter()
+            .map(|w| (w.name.as_str(), w.size))
+            .collect::<Vec<_>>(),
+        vec![("canary", 5), ("rest", 15)]
+    );
+    let canary: Vec<(String, String)> = tasks::table
+        .filter(tasks::rollout_id.eq(&r.id))
+        .filter(tasks::wave.eq(0))
+        .filter(tasks::state.ne("skipped"))
+        .select((tasks::tenant_id, tasks::state))
+        .load(&mut conn)
+        .expect("tasks");
+    assert_eq!(canary.len(), 5);
+    assert!(canary.iter().all(|(id, _)| behind.contains(id)));
+    assert_eq!(r.counts.skipped, 30);
+
+    // Everyone already there: with a canary asked for, refused naming it;
+    // without waves, the rollout finishes at creation.
+    let ahead: Vec<String> = tenants::table
+        .filter(tenants::schema_version.eq(head))
+        .select(tenants::slug)
+        .load(&mut conn)
+        .expect("slugs");
+    let only_ahead = |waves: Option<serde_json::Value>| -> RolloutRequest {
+        let mut body = serde_json::json!({
+            "target": "head", "selector": {"tenants": ahead},
+        });
+        if let Some(w) = waves {
+            body["waves"] = w;
+        }
+        serde_json::from_value(body).expect("request")
+    };
+    let err = rollouts::create(
+        &db,
+        &actor,
+        only_ahead(Some(serde_json::json!([{"name": "canary", "count": 5}]))),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("wave 'canary' would be empty"),
+        "{err}"
+    );
+    let Created::Rollout(done) = rollouts::create(&db, &actor, only_ahead(None)).expect("create")
+    else {
+        panic!("a rollout")
+    };
+    assert_eq!(done.state, "succeeded", "finished at creation");
+    assert_eq!(done.counts.skipped, 30);
 }

@@ -18,8 +18,14 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A tenant key of a suspended tenant tried to change something.
+    #[error("{0}")]
+    TenantSuspended(String),
     #[error("no route for {0}")]
     NoRoute(String),
+    /// The path exists, not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// Existed, is no more, and will not come back (an expired export link).
     #[error("{0}")]
     Gone(String),
@@ -50,7 +56,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::TenantSuspended(_) => "tenant_suspended",
             ApiError::Gone(_) => "gone",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -68,8 +76,9 @@ impl ResponseError for ApiError {
             ApiError::Domain(DomainError::Control { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::TenantSuspended(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -4,11 +4,14 @@
 //! domain crate goes through [`error::blocking`].
 
 pub mod auth;
+mod body_timeout;
 pub mod console;
 pub mod error;
+mod idempotent;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
+mod text_guard;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,12 +160,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(console::configure);
 }
 
-async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NoRoute(format!(
-        "{} {}",
-        req.method(),
-        req.path()
-    )))
+/// No route took the request: 405 with `Allow` when the path exists with
+/// other methods (OPTIONS and TRACE included), else 404.
+async fn no_route(req: HttpRequest) -> actix_web::HttpResponse {
+    static METHODS: std::sync::OnceLock<Vec<(String, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    let table = METHODS.get_or_init(openapi::methods_by_path);
+    let allowed: Vec<&str> = table
+        .iter()
+        .filter(|(pattern, _)| openapi::path_matches(pattern, req.path()))
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect();
+    let error = if allowed.is_empty() {
+        ApiError::NoRoute(format!("{} {}", req.method(), req.path()))
+    } else {
+        ApiError::MethodNotAllowed(format!(
+            "{} is not allowed on {}; allowed: {}",
+            req.method(),
+            req.path(),
+            allowed.join(", ")
+        ))
+    };
+    let mut resp = actix_web::ResponseError::error_response(&error);
+    if !allowed.is_empty() {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+            resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+    }
+    resp
 }
 
 /// Serves the API on an already bound listener until the server is stopped.
@@ -176,6 +201,8 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(body_timeout::middleware))
+            .wrap(middleware::from_fn(text_guard::middleware))
             .wrap(middleware::from_fn(request_id::middleware))
             .configure(configure)
             .default_service(web::to(no_route))

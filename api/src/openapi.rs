@@ -79,13 +79,166 @@ impl Modify for BearerAuth {
         routes::exports::create,
         routes::exports::get,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &UniqueOperationIds)
 )]
 pub struct ApiDoc;
+
+/// utoipa names an operation after its handler function, and handlers of
+/// different resources share names (`list`, `get`, `create`): prefix the
+/// tag, so every operationId is unique and says what it acts on
+/// (`tenants_list`, `backups_get`). The tests check uniqueness.
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(id) = op.operation_id.as_mut() {
+                    if !tag.is_empty() && !id.starts_with(&format!("{tag}_")) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each documented path template with the methods it answers, for the
+/// `405 Method Not Allowed` answer and its `Allow` header.
+pub fn methods_by_path() -> Vec<(String, Vec<&'static str>)> {
+    let doc = ApiDoc::openapi();
+    doc.paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, has)| has.then_some(m))
+            .collect();
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
+/// Whether `path` matches the template `pattern` (`{name}` = one segment).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, a): (Vec<&str>, Vec<&str>) = (
+        pattern.trim_end_matches('/').split('/').collect(),
+        path.trim_end_matches('/').split('/').collect(),
+    );
+    p.len() == a.len()
+        && p.iter()
+            .zip(&a)
+            .all(|(p, a)| (p.starts_with('{') && p.ends_with('}') && !a.is_empty()) || p == a)
+}
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/v1/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn doc() -> serde_json::Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    /// `docs/openapi.json` is the document as generated, so an API change
+    /// shows in review as a diff of that file (CI validates it with
+    /// `openapi-spec-validator`). To update: `UPDATE_OPENAPI=1 cargo test
+    /// -p tenantplane-api snapshot`, then review and commit the diff.
+    #[test]
+    fn the_committed_snapshot_is_the_document() {
+        let generated = serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is not the document the code generates; run \
+             UPDATE_OPENAPI=1 cargo test -p tenantplane-api snapshot, review the diff, commit it"
+        );
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap().to_string();
+                let at = format!("{method} {path}");
+                if let Some(first) = seen.insert(id.clone(), at.clone()) {
+                    panic!("operationId {id} used by {first} and {at}");
+                }
+            }
+        }
+        assert!(seen.contains_key("tenants_list"), "{seen:?}");
+    }
+
+    /// Path parameters are exactly the template's `{names}`; everything
+    /// else is a query parameter.
+    #[test]
+    fn parameters_are_where_they_are_sent() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let names: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            for (method, op) in item.as_object().unwrap() {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let in_path: Vec<&str> = params
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                let mut want = names.clone();
+                let mut got = in_path.clone();
+                want.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(got, want, "{method} {path}: path parameters");
+            }
+        }
+    }
+
+    #[test]
+    fn templates_match_one_segment_per_parameter() {
+        assert!(path_matches("/v1/tenants/{id}", "/v1/tenants/shop-1"));
+        assert!(path_matches("/v1/tenants/{id}/", "/v1/tenants/shop-1"));
+        assert!(!path_matches("/v1/tenants/{id}", "/v1/tenants/a/b"));
+        assert!(!path_matches("/v1/tenants/{id}", "/v1/tenants/"));
+        assert!(!path_matches("/v1/tenants", "/v1/plans"));
+    }
 }

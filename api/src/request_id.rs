@@ -1,6 +1,8 @@
 //! Gives every request an id (`x-request-id`, taken from the client when it
 //! sends a sane one) and a tracing span that carries it, and logs one line per
-//! request.
+//! request. Answers that say nothing about caching get `Cache-Control:
+//! no-store`: they are per caller and some carry secrets (a new tenant key,
+//! an export's download URL), which no proxy or browser cache may keep.
 
 use std::time::Instant;
 
@@ -39,6 +41,15 @@ pub async fn middleware(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static(HEADER), value);
+    }
+    if !res
+        .headers()
+        .contains_key(actix_web::http::header::CACHE_CONTROL)
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
     }
     Ok(res)
 }

@@ -79,7 +79,8 @@ impl Job for TrialSweep {
 }
 
 /// Removes succeeded jobs and decided schedule runs older than a week
-/// (dead jobs stay until an operator retries or they are looked at).
+/// (dead jobs stay until an operator retries or they are looked at), and
+/// idempotency keys older than a day.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PruneJobs {
     pub due: Option<NaiveDateTime>,
@@ -96,6 +97,10 @@ impl Job for PruneJobs {
         let before = Utc::now().naive_utc() - ChronoDuration::days(KEEP_SUCCEEDED_DAYS);
         let n = prune_succeeded(ctx.db(), before)?;
         let runs = tenantplane_jobs::schedules::prune_runs(ctx.db(), before)?;
+        let keys = tenantplane_control_db::idempotency::prune(ctx.db(), Utc::now().naive_utc())?;
+        if keys > 0 {
+            tracing::info!(keys, "old idempotency keys pruned");
+        }
         if n + runs > 0 {
             tracing::info!(
                 jobs = n,

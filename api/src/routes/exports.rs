@@ -7,9 +7,7 @@ use actix_web::http::header::{self, ContentDisposition, DispositionParam, Dispos
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use tenantplane_api_types::exports::{Export, ExportRequest};
 use tenantplane_backup::export::{self, DownloadError};
-use tenantplane_control_db::states::TenantStatus;
 use tenantplane_control_db::Error;
-use tenantplane_fleet::registry;
 
 use crate::auth::{Operator, TenantKey};
 use crate::error::{blocking, ApiError, ErrorBody};
@@ -42,29 +40,28 @@ async fn read(
 /// CSV) in a zip, made by a job. Answers 202 with the export `requested`;
 /// read it until it is `ready` for its download URL. A suspended tenant's
 /// key may read its exports but not request new ones.
-#[utoipa::path(post, path = "/v1/tenant/exports", tag = "tenant", security(("bearer" = [])), request_body = ExportRequest,
+#[utoipa::path(post, path = "/v1/tenant/exports", tag = "tenant", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")), request_body = ExportRequest,
     responses((status = 202, body = Export), (status = 400, body = ErrorBody, description = "unknown format"),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "the tenant is suspended or still being provisioned")))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "`tenant_suspended`: a suspended tenant's key reads only"),
+        (status = 409, body = ErrorBody, description = "the tenant is still being provisioned")))]
 #[post("/v1/tenant/exports")]
 pub async fn tenant_request(
     state: web::Data<AppState>,
+    req: HttpRequest,
     key: TenantKey,
     body: web::Json<ExportRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.clone();
-    let format = body.into_inner().format;
-    let e = blocking(move || {
-        let t = registry::get(&db, &key.tenant_id)?;
-        if t.status == TenantStatus::Suspended.as_str() {
-            return Err(Error::Conflict(
-                "the tenant is suspended: its exports can be read, but no new export can be requested until it is resumed"
-                    .into(),
-            ));
-        }
-        export::request(&db, &key.tenant_id, format, &key.actor)
+    crate::routes::tenant::writable(&state, &key.tenant_id).await?;
+    let body = body.into_inner();
+    let scope = key.actor.id.clone();
+    crate::idempotent::once(&state, &req, &scope, &body, || async {
+        let db = state.db.clone();
+        let format = body.format;
+        let e = blocking(move || export::request(&db, &key.tenant_id, format, &key.actor)).await?;
+        Ok(HttpResponse::Accepted().json(e))
     })
-    .await?;
-    Ok(HttpResponse::Accepted().json(e))
+    .await
 }
 
 /// One export of the key's tenant; while it is `ready`, with a fresh

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tenantplane_rollout::rollouts::{
     self, Control, Created, Rollout, RolloutPlan, RolloutRequest, TaskPage,
@@ -15,23 +15,31 @@ use crate::AppState;
 
 /// Starts a rollout, or returns its plan with `dry_run: true`.
 #[utoipa::path(post, path = "/v1/rollouts", tag = "rollouts", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")),
     request_body = RolloutRequest,
     responses((status = 201, body = Rollout), (status = 200, body = RolloutPlan, description = "dry run: the plan, nothing changed"),
         (status = 400, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[post("/v1/rollouts")]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     op: Operator,
     body: web::Json<RolloutRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.clone();
-    match blocking(move || rollouts::create(&db, &op.0, body.into_inner())).await? {
-        Created::Rollout(r) => Ok(HttpResponse::Created().json(r)),
-        Created::Plan(p) => Ok(HttpResponse::Ok().json(p)),
-    }
+    let body = body.into_inner();
+    let scope = op.0.id.clone();
+    crate::idempotent::once(&state, &req, &scope, &body.clone(), || async {
+        let db = state.db.clone();
+        match blocking(move || rollouts::create(&db, &op.0, body)).await? {
+            Created::Rollout(r) => Ok(HttpResponse::Created().json(r)),
+            Created::Plan(p) => Ok(HttpResponse::Ok().json(p)),
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// running, paused, halted, succeeded, failed or cancelled

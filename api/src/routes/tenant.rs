@@ -1,7 +1,8 @@
 //! `/v1/tenant…`: what a tenant key reaches — its own tenant only.
 
-use actix_web::{get, post, web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tenantplane_control_db::states::TenantStatus;
 use tenantplane_control_db::Error;
 use tenantplane_flags::plans::{self, PlanChange, PlanPreview};
 use tenantplane_flags::snapshot::TenantFeatures;
@@ -56,7 +57,7 @@ pub async fn preview(
     Ok(HttpResponse::Ok().json(plans::preview(&snap, &key.tenant_id, &q.plan)?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     pub plan: String,
@@ -68,32 +69,57 @@ pub struct PlanRequest {
 /// Changes the tenant's plan. A downgrade applies at once and drops no data;
 /// an upgrade whose features need a newer schema answers 202 and queues the
 /// migration: those features turn on when it succeeds.
-#[utoipa::path(post, path = "/v1/tenant/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanRequest,
-    responses((status = 200, body = PlanChange), (status = 202, body = PlanChange, description = "features wait for a migration"),
+#[utoipa::path(post, path = "/v1/tenant/plan", tag = "tenant", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")), request_body = PlanRequest,
+    responses((status = 200, body = PlanChange, description = "changed, or already on that plan (nothing queued)"), (status = 202, body = PlanChange, description = "features wait for a migration"),
+        (status = 403, body = crate::error::ErrorBody, description = "`tenant_suspended`: a suspended tenant's key reads only"),
         (status = 422, body = crate::error::ErrorBody)))]
 #[post("/v1/tenant/plan")]
 pub async fn change_plan(
     state: web::Data<AppState>,
+    req: HttpRequest,
     key: TenantKey,
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (db, snap) = (state.db.clone(), state.flags.snapshot());
-    let req = body.into_inner();
-    let change = blocking(move || {
-        plans::change(
-            &db,
-            &snap,
-            &key.actor,
-            &key.tenant_id,
-            &req.plan,
-            req.trial_days,
-        )
+    writable(&state, &key.tenant_id).await?;
+    let body = body.into_inner();
+    let scope = key.actor.id.clone();
+    let fingerprint = serde_json::json!({"plan": body.plan, "trial_days": body.trial_days});
+    crate::idempotent::once(&state, &req, &scope, &fingerprint, || async {
+        let (db, snap) = (state.db.clone(), state.flags.snapshot());
+        let change = blocking(move || {
+            plans::change(
+                &db,
+                &snap,
+                &key.actor,
+                &key.tenant_id,
+                &body.plan,
+                body.trial_days,
+            )
+        })
+        .await?;
+        state.changed().await?;
+        Ok(if change.rollout.is_some() {
+            HttpResponse::Accepted().json(change)
+        } else {
+            HttpResponse::Ok().json(change)
+        })
     })
-    .await?;
-    state.changed().await?;
-    Ok(if change.rollout.is_some() {
-        HttpResponse::Accepted().json(change)
-    } else {
-        HttpResponse::Ok().json(change)
-    })
+    .await
+}
+
+/// A tenant key writes only while its tenant is active: a suspended tenant
+/// reads (its features all `TENANT_SUSPENDED`), every write is 403
+/// `tenant_suspended`. Read from the control DB, not the in-memory
+/// snapshot, so a suspension made by another process counts at once.
+pub(crate) async fn writable(state: &AppState, tenant_id: &str) -> Result<(), ApiError> {
+    let (db, id) = (state.db.clone(), tenant_id.to_string());
+    let tenant = blocking(move || registry::get(&db, &id)).await?;
+    if tenant.status == TenantStatus::Suspended.as_str() {
+        return Err(ApiError::TenantSuspended(format!(
+            "tenant '{}' is suspended: its key can read, not change anything",
+            tenant.slug
+        )));
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! `/v1/tenants`: the tenant registry.
 
-use actix_web::{delete, get, patch, post, web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tenantplane_control_db::validate;
 use tenantplane_flags::plans;
@@ -11,6 +11,7 @@ use crate::error::{blocking, ApiError};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `provisioning`, `active` or `suspended`
@@ -76,6 +77,7 @@ pub async fn list(
 
 /// Creates a tenant, provisions its database and migrates it to `schema`.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")),
     request_body = NewTenant,
     responses((status = 201, body = Tenant), (status = 400, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
@@ -83,13 +85,19 @@ pub async fn list(
 #[post("/v1/tenants")]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     op: Operator,
     body: web::Json<NewTenant>,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.clone();
-    let tenant = blocking(move || registry::create(&db, &op.0, body.into_inner())).await?;
-    state.changed().await?;
-    Ok(HttpResponse::Created().json(tenant))
+    let body = body.into_inner();
+    let scope = op.0.id.clone();
+    crate::idempotent::once(&state, &req, &scope, &body.clone(), || async {
+        let db = state.db.clone();
+        let tenant = blocking(move || registry::create(&db, &op.0, body)).await?;
+        state.changed().await?;
+        Ok(HttpResponse::Created().json(tenant))
+    })
+    .await
 }
 
 /// One tenant by id or slug.

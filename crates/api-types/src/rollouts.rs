@@ -53,7 +53,7 @@ pub struct FailureBudget {
 }
 
 /// Body of `POST /v1/rollouts`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// `head`, `phase:N` or `version:V`; older than a tenant's version = rollback.

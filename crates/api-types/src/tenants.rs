@@ -35,7 +35,7 @@ pub struct Tenant {
 }
 
 /// Body of `POST /v1/tenants`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// `^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`, unique (also among deleted tenants)

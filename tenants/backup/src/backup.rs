@@ -407,8 +407,9 @@ pub fn sweep(db: &ControlDb, store: &dyn ArtifactStore, ages: SweepAges) -> Resu
 /// Removes local scratch directories ([`work_dir`]) a killed process left
 /// behind: those of a process that no longer runs (the pid is in the
 /// name) at once, those of another live process once older than
-/// `older_than` (a pid reused after a crash). This process's own are left to
-/// it. Best effort: one that cannot be removed is logged and left for the
+/// `older_than` and at least 6 hours (a pid reused after a crash; a live
+/// process's fresh directory is its work in progress). This process's own
+/// are left to it. Best effort: one that cannot be removed is logged and left for the
 /// next sweep.
 fn remove_old_work_dirs(tmp: &std::path::Path, older_than: StdDuration) -> usize {
     let Ok(entries) = std::fs::read_dir(tmp) else {
@@ -416,6 +417,9 @@ fn remove_old_work_dirs(tmp: &std::path::Path, older_than: StdDuration) -> usize
     };
     let cutoff = std::time::SystemTime::now()
         .checked_sub(older_than)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let live_cutoff = std::time::SystemTime::now()
+        .checked_sub(StdDuration::from_secs(6 * 3600))
         .unwrap_or(std::time::UNIX_EPOCH);
     let me = std::process::id();
     let mut removed = 0;
@@ -432,10 +436,13 @@ fn remove_old_work_dirs(tmp: &std::path::Path, older_than: StdDuration) -> usize
             continue;
         }
         let owner_gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        // A live owner is most likely still working there (another process
+        // on this machine); only a pid reused after a crash, hours later,
+        // is not — whatever ages the caller asked for.
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
-            .map(|m| m < cutoff)
+            .map(|m| m < cutoff && m < live_cutoff)
             .unwrap_or(false);
         if !(owner_gone || old) {
             continue;

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod changes;
 pub mod db;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod schema;
 pub mod states;

@@ -204,6 +204,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     schedules,
     schedule_runs,
     exports,
+    idempotency_keys,
 );
 
 diesel::table! {
@@ -313,5 +314,16 @@ diesel::table! {
         revoked_at -> Nullable<Timestamp>,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Text,
+        key -> Text,
+        request_hash -> Text,
+        status -> Nullable<Integer>,
+        response -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }

@@ -93,6 +93,9 @@ pub fn label_pair(s: &str) -> Result<(String, String)> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Entries in one selector list (tenants, plans, servers).
+pub const MAX_SELECTOR_ENTRIES: usize = 10_000;
+
 /// A selector (rollouts, schedules, backups) selects something, and what it
 /// names is well-formed; whether the tenants, plans and servers it names
 /// exist is checked where it is resolved.
@@ -118,6 +121,12 @@ pub fn selector(s: &Selector) -> Result<()> {
         if let Some(list) = list {
             if list.is_empty() {
                 return Err(Error::invalid(format!("selector.{what} is empty")));
+            }
+            if list.len() > MAX_SELECTOR_ENTRIES {
+                return Err(Error::invalid(format!(
+                    "selector.{what} names {} entries: at most {MAX_SELECTOR_ENTRIES} (select by label or plan instead)",
+                    list.len()
+                )));
             }
             if list.iter().any(|v| v.trim().is_empty() || v.len() > 200) {
                 return Err(Error::invalid(format!(

@@ -34,6 +34,16 @@ pub fn set(
     if req.expires_at.is_some_and(|e| e <= now) {
         return Err(Error::invalid("expires_at must be in the future"));
     }
+    // An override meant for ever is one without expiry; a date centuries
+    // away is a typo.
+    if req
+        .expires_at
+        .is_some_and(|e| e > now + chrono::Duration::days(366 * 10))
+    {
+        return Err(Error::invalid(
+            "expires_at is at most 10 years ahead; leave it out for an override without expiry",
+        ));
+    }
     if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
         return Err(Error::invalid("reason is at most 500 characters"));
     }

@@ -16,7 +16,10 @@ use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{Error, Result};
-use tenantplane_control_db::schema::{plan_features, plans, tenants};
+use tenantplane_control_db::schema::{
+    plan_features, plans, rollouts as rollouts_t, tasks, tenants,
+};
+use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::validate;
 use tenantplane_rollout::rollouts::{self, Created, FailureBudget, RolloutRequest, Selector};
 
@@ -116,14 +119,48 @@ fn validate_plan(conn: &mut ControlConnection, p: &Plan) -> Result<Option<String
     match &p.fallback {
         None => Ok(None),
         Some(f) if *f == p.slug => Err(Error::invalid("a plan cannot fall back to itself")),
-        Some(f) => plans::table
-            .filter(plans::slug.eq(f))
-            .select(plans::id)
-            .first::<String>(conn)
-            .optional()?
-            .map(Some)
-            .ok_or_else(|| Error::invalid(format!("unknown fallback plan '{f}'"))),
+        Some(f) => {
+            let id = plans::table
+                .filter(plans::slug.eq(f))
+                .select(plans::id)
+                .first::<String>(conn)
+                .optional()?
+                .ok_or_else(|| Error::invalid(format!("unknown fallback plan '{f}'")))?;
+            refuse_fallback_cycle(conn, &p.slug, f)?;
+            Ok(Some(id))
+        }
     }
+}
+
+/// Following fallbacks from `fallback` must never come back to `slug`: a
+/// trial that ends would otherwise have no plan to land on
+/// (`free → pro → free`).
+fn refuse_fallback_cycle(conn: &mut ControlConnection, slug: &str, fallback: &str) -> Result<()> {
+    let mut chain = vec![slug.to_string(), fallback.to_string()];
+    let mut at = fallback.to_string();
+    // Plans are few; the bound only stops a cycle already in the data.
+    for _ in 0..1000 {
+        let next: Option<String> = plans::table
+            .filter(plans::slug.eq(&at))
+            .select(plans::fallback_plan_id)
+            .first::<Option<String>>(conn)
+            .optional()?
+            .flatten();
+        let Some(next_id) = next else { return Ok(()) };
+        let next_slug: String = plans::table
+            .find(&next_id)
+            .select(plans::slug)
+            .first(conn)?;
+        chain.push(next_slug.clone());
+        if next_slug == slug {
+            return Err(Error::invalid(format!(
+                "plan fallbacks would go round in a circle: {}",
+                chain.join(" → ")
+            )));
+        }
+        at = next_slug;
+    }
+    Ok(())
 }
 
 fn write_features(conn: &mut ControlConnection, plan_id: &str, features: &[String]) -> Result<()> {
@@ -388,21 +425,35 @@ pub fn change(
     let trial_ends_at =
         trial_days.map(|d| Utc::now().naive_utc() + chrono::Duration::days(i64::from(d)));
     let mut conn = db.conn()?;
-    write_tx(&mut conn, None, |conn| {
+    let changed = write_tx(&mut conn, None, |conn| {
+        // The tenant's row lock first (PostgreSQL; SQLite serialises writers
+        // anyway): concurrent changes of one tenant then run one after the
+        // other, and each sees what the one before it did.
         let n = diesel::update(
             tenants::table
                 .find(&t.id)
                 .filter(tenants::deleted_at.is_null()),
         )
-        .set((
-            tenants::plan_id.eq(Some(&plan_id)),
-            tenants::trial_ends_at.eq(trial_ends_at),
-            tenants::updated_at.eq(Utc::now().naive_utc()),
-        ))
+        .set(tenants::updated_at.eq(tenants::updated_at))
         .execute(conn)?;
         if n == 0 {
             return Err(Error::not_found("tenant", tenant));
         }
+        let current: Option<String> = tenants::table
+            .find(&t.id)
+            .select(tenants::plan_id)
+            .first(conn)?;
+        // The plan already in effect, and no trial asked for: nothing to do.
+        if current.as_deref() == Some(plan_id.as_str()) && trial_ends_at.is_none() {
+            return Ok(false);
+        }
+        diesel::update(tenants::table.find(&t.id))
+            .set((
+                tenants::plan_id.eq(Some(&plan_id)),
+                tenants::trial_ends_at.eq(trial_ends_at),
+                tenants::updated_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(conn)?;
         audit::record(
             conn,
             actor,
@@ -419,48 +470,102 @@ pub fn change(
                 ),
             },
         )?;
-        changes::bump(conn)
+        changes::bump(conn)?;
+        Ok(true)
     })?;
     let mut rollout = None;
     if let Some(target) = preview.target_version.as_deref() {
-        let req = RolloutRequest {
-            target: format!("version:{target}"),
-            selector: Selector {
-                tenants: Some(vec![t.id.clone()]),
-                ..Selector::default()
-            },
-            waves: None,
-            concurrency: Some(1),
-            per_server_concurrency: None,
-            max_attempts: None,
-            backoff: None,
-            timeout_s: None,
-            failure_budget: Some(FailureBudget {
-                max_failed: Some(0),
-                max_failed_percent: None,
-            }),
-            verify: None,
-            dry_run: None,
-            priority: Some(100),
-            backup: None,
-            restore_on_failure: None,
-        };
-        match rollouts::create(db, actor, req)? {
-            Created::Rollout(r) => rollout = Some(r.id),
-            Created::Plan(_) => {}
+        // One pending one-tenant migration per tenant: one already open that
+        // reaches the target serves this change too.
+        rollout = open_upgrade(&mut conn, &t.id, target)?;
+        if rollout.is_none() && changed {
+            rollout = queue_upgrade(db, actor, &t.id, target)?;
         }
+    }
+    if !changed {
+        tracing::info!(tenant_id = %t.id, plan = plan_slug, "plan change: already on that plan; nothing to do");
     }
     Ok(PlanChange {
         tenant: t.id,
         plan: plan_slug.to_string(),
-        previous_plan: preview.from,
-        trial_ends_at,
+        // Unchanged: the plan in effect (the snapshot may not show it yet).
+        previous_plan: if changed {
+            preview.from
+        } else {
+            Some(plan_slug.to_string())
+        },
+        trial_ends_at: if changed {
+            trial_ends_at
+        } else {
+            t.trial_ends_at
+        },
         rollout,
         waiting_for_migration: if preview.migration_needed {
             preview.waiting_for_migration
         } else {
             Vec::new()
         },
+    })
+}
+
+/// The open one-tenant upgrade rollout (a plan change's) of this tenant
+/// that reaches `target`, if any.
+fn open_upgrade(
+    conn: &mut ControlConnection,
+    tenant_id: &str,
+    target: &str,
+) -> Result<Option<String>> {
+    Ok(tasks::table
+        .inner_join(rollouts_t::table)
+        .filter(tasks::tenant_id.eq(tenant_id))
+        .filter(tasks::state.eq_any([TaskState::Pending.as_str(), TaskState::Running.as_str()]))
+        .filter(rollouts_t::state.eq_any([
+            RolloutState::Running.as_str(),
+            RolloutState::Paused.as_str(),
+        ]))
+        .filter(rollouts_t::priority.eq(UPGRADE_PRIORITY))
+        .filter(rollouts_t::target_version.ge(target))
+        .select(rollouts_t::id)
+        .first::<String>(conn)
+        .optional()?)
+}
+
+/// The priority of the one-tenant rollouts plan changes queue: ahead of
+/// fleet-wide work.
+const UPGRADE_PRIORITY: i32 = 100;
+
+/// Queues the one-tenant rollout that brings the schema a plan needs.
+fn queue_upgrade(
+    db: &ControlDb,
+    actor: &Actor,
+    tenant_id: &str,
+    target: &str,
+) -> Result<Option<String>> {
+    let req = RolloutRequest {
+        target: format!("version:{target}"),
+        selector: Selector {
+            tenants: Some(vec![tenant_id.to_string()]),
+            ..Selector::default()
+        },
+        waves: None,
+        concurrency: Some(1),
+        per_server_concurrency: None,
+        max_attempts: None,
+        backoff: None,
+        timeout_s: None,
+        failure_budget: Some(FailureBudget {
+            max_failed: Some(0),
+            max_failed_percent: None,
+        }),
+        verify: None,
+        dry_run: None,
+        priority: Some(UPGRADE_PRIORITY),
+        backup: None,
+        restore_on_failure: None,
+    };
+    Ok(match rollouts::create(db, actor, req)? {
+        Created::Rollout(r) => Some(r.id),
+        Created::Plan(_) => None,
     })
 }
 

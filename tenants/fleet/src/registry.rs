@@ -414,6 +414,19 @@ pub fn list(db: &ControlDb, filter: &TenantFilter) -> Result<TenantPage> {
     }
     q = with_labels(q, filter.labels.iter().map(|(k, v)| (k, v)));
     if let Some(cursor) = &filter.cursor {
+        // A cursor is the last slug of the page before: one no tenant ever
+        // had was not made by us (deleted tenants keep their row and slug).
+        let known = tenants::table
+            .filter(tenants::slug.eq(cursor))
+            .select(tenants::id)
+            .first::<String>(&mut conn)
+            .optional()?
+            .is_some();
+        if !known {
+            return Err(Error::invalid(format!(
+                "invalid cursor {cursor:?}: pass the next_cursor of the page before"
+            )));
+        }
         q = q.filter(tenants::slug.gt(cursor.clone()));
     }
     let mut rows: Vec<TenantRow> = q

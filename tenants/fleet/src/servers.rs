@@ -142,8 +142,17 @@ pub fn register(db: &ControlDb, actor: &Actor, new: NewServer) -> Result<ServerV
             if !matches!(new.isolation.as_deref(), None | Some("file")) {
                 return Err(Error::invalid("a sqlite server's isolation is 'file'"));
             }
-            let dir = std::path::absolute(sqlite_path(&new.url))
-                .map_err(|e| Error::invalid(format!("invalid path: {e}")))?;
+            let dir = sqlite_path(&new.url);
+            if !dir.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "a sqlite server's directory must be an absolute path, not {:?} \
+                     (it would depend on the directory each process starts in)",
+                    dir.display().to_string()
+                )));
+            }
+            let dir = normalise(&dir);
+            refuse_overlap(&mut *db.conn()?, &dir)?;
+            // Only now, with everything checked, may the directory be made.
             ensure_writable_dir(&dir).map_err(|e| {
                 Error::invalid(format!("directory {} is not writable: {e}", dir.display()))
             })?;
@@ -164,6 +173,7 @@ pub fn register(db: &ControlDb, actor: &Actor, new: NewServer) -> Result<ServerV
                     )))
                 }
             };
+            refuse_same_pg(&mut *db.conn()?, &new.url, isolation)?;
             diesel::PgConnection::establish(&new.url).map_err(|e| {
                 Error::invalid(format!("cannot connect to {}: {e}", redact_url(&new.url)))
             })?;
@@ -211,6 +221,77 @@ pub fn register(db: &ControlDb, actor: &Actor, new: NewServer) -> Result<ServerV
         )
     })?;
     Ok(shown)
+}
+
+/// `.` and `..` resolved without touching the disk (the directory may not
+/// exist yet, and must not be created before the checks pass).
+fn normalise(path: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Two SQLite servers may not share a directory, nor sit one inside the
+/// other: tenant files would be counted twice and a directory sweep of one
+/// would see the other's files.
+fn refuse_overlap(conn: &mut ControlConnection, dir: &std::path::Path) -> Result<()> {
+    let others: Vec<(String, String)> = database_servers::table
+        .filter(database_servers::kind.eq("sqlite"))
+        .select((database_servers::name, database_servers::url))
+        .load(conn)?;
+    for (name, url) in others {
+        let theirs = normalise(&sqlite_path(&url));
+        if theirs == dir {
+            return Err(Error::Conflict(format!(
+                "server '{name}' already uses {}",
+                dir.display()
+            )));
+        }
+        if dir.starts_with(&theirs) || theirs.starts_with(dir) {
+            return Err(Error::invalid(format!(
+                "{} and server '{name}''s {} are one inside the other; give each server a directory of its own",
+                dir.display(),
+                theirs.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One server per PostgreSQL database and isolation: a second would place
+/// tenants on the same database under another name.
+fn refuse_same_pg(conn: &mut ControlConnection, url: &str, isolation: &str) -> Result<()> {
+    let Some(target) = crate::urls::pg_target(url) else {
+        return Err(Error::invalid(
+            "a postgres server's url is postgres://user@host:port/database",
+        ));
+    };
+    let others: Vec<(String, String, String)> = database_servers::table
+        .filter(database_servers::kind.eq("postgres"))
+        .select((
+            database_servers::name,
+            database_servers::url,
+            database_servers::isolation,
+        ))
+        .load(conn)?;
+    for (name, other_url, other_isolation) in others {
+        if other_isolation == isolation
+            && crate::urls::pg_target(&other_url).as_ref() == Some(&target)
+        {
+            return Err(Error::Conflict(format!(
+                "server '{name}' already serves {target} with {isolation} isolation"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn list(db: &ControlDb) -> Result<Vec<ServerView>> {

@@ -37,6 +37,27 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// Where a PostgreSQL URL points, without credentials or options:
+/// `host:port/database` (port 5432 and database `postgres` when left out,
+/// host lower-cased), so two spellings of one database compare equal.
+pub fn pg_target(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || host_port.starts_with('[') => (h, p),
+        _ => (host_port, "5432"),
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let database = tail
+        .strip_prefix('/')
+        .map(|t| t.split('?').next().unwrap_or(""))
+        .filter(|d| !d.is_empty())
+        .unwrap_or("postgres");
+    Some(format!("{}:{port}/{database}", host.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +97,22 @@ mod tests {
             "postgres://h/db?user=u&password=***&sslmode=require"
         );
         assert_eq!(redact_url("sqlite:///var/lib/t"), "sqlite:///var/lib/t");
+    }
+
+    #[test]
+    fn pg_targets_ignore_credentials_and_options() {
+        let same = [
+            "postgres://a:secret@DB.example:5432/shop",
+            "postgres://b@db.example/shop?sslmode=require",
+            "postgresql://db.example:5432/shop",
+        ];
+        for u in same {
+            assert_eq!(pg_target(u).as_deref(), Some("db.example:5432/shop"), "{u}");
+        }
+        assert_eq!(
+            pg_target("postgres://127.0.0.1:5433").as_deref(),
+            Some("127.0.0.1:5433/postgres")
+        );
+        assert_ne!(pg_target("postgres://h/a"), pg_target("postgres://h/b"));
     }
 }

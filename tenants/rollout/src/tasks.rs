@@ -76,13 +76,21 @@ const CLAIM_LOCK: i64 = 0x7465_6e61_6e74_0010;
 static EXPIRED_CHECKED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// Expired leases are looked for at most this often per process: leases run
-/// for tens of seconds, and the search is a second full claim query that
-/// would otherwise run before every claim and nearly always find nothing.
+/// for tens of seconds, and the search would otherwise run before every
+/// claim and nearly always find nothing.
 const EXPIRED_EVERY_MS: i64 = 1_000;
 
-/// Claims the next runnable task: first a task whose lease expired (its
-/// worker died; looked for at most once a second), then a pending one that
-/// is due.
+/// Hands every task whose lease expired (its worker died) back to
+/// `pending`, due now, in one statement: a dead worker's tasks are all
+/// claimable at once, not one per look. `$1` now.
+const RECLAIM: &str = "
+UPDATE tasks SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+       next_attempt_at = $1,
+       last_error = 'lease of worker ' || COALESCE(lease_owner, '?') || ' expired'
+ WHERE state = 'running' AND lease_expires_at < $1";
+
+/// Claims the next runnable task that is due. At most once a second per
+/// process it first hands back all tasks of dead workers (expired leases).
 pub fn claim(
     db: &ControlDb,
     worker: &str,
@@ -102,40 +110,43 @@ pub fn claim(
                 std::sync::atomic::Ordering::Relaxed,
             )
             .is_ok();
-    let passes: &[(TaskState, &str)] = if look_for_expired {
-        &[
-            (TaskState::Running, "t.lease_expires_at < $3"),
-            (TaskState::Pending, "t.next_attempt_at <= $3"),
-        ]
-    } else {
-        &[(TaskState::Pending, "t.next_attempt_at <= $3")]
-    };
     let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
-        for &(state, due) in passes {
-            let sql = CLAIM
-                .replace("{state}", state.as_str())
-                .replace("{due}", due);
-            let rows: Vec<ClaimedTask> = match conn {
-                ControlConnection::Postgres(pg) => {
-                    diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
-                        .bind::<Text, _>(worker)
-                        .bind::<Timestamp, _>(expires)
-                        .bind::<Timestamp, _>(now)
-                        .load(pg)?
-                }
-                ControlConnection::Sqlite(lite) => {
-                    diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
-                        .bind::<Text, _>(worker)
-                        .bind::<Timestamp, _>(expires)
-                        .bind::<Timestamp, _>(now)
-                        .load(lite)?
-                }
+        if look_for_expired {
+            let reclaimed = match conn {
+                ControlConnection::Postgres(pg) => diesel::sql_query(RECLAIM)
+                    .bind::<Timestamp, _>(now)
+                    .execute(pg)?,
+                ControlConnection::Sqlite(lite) => diesel::sql_query(RECLAIM.replace('$', "?"))
+                    .bind::<Timestamp, _>(now)
+                    .execute(lite)?,
             };
-            if let Some(task) = rows.into_iter().next() {
-                return Ok(Some(task));
+            if reclaimed > 0 {
+                tracing::warn!(
+                    reclaimed,
+                    "tasks of dead workers handed back (their leases expired)"
+                );
             }
         }
-        Ok(None)
+        let sql = CLAIM
+            .replace("{state}", TaskState::Pending.as_str())
+            .replace("{due}", "t.next_attempt_at <= $3");
+        let rows: Vec<ClaimedTask> = match conn {
+            ControlConnection::Postgres(pg) => {
+                diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
+                    .bind::<Text, _>(worker)
+                    .bind::<Timestamp, _>(expires)
+                    .bind::<Timestamp, _>(now)
+                    .load(pg)?
+            }
+            ControlConnection::Sqlite(lite) => {
+                diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
+                    .bind::<Text, _>(worker)
+                    .bind::<Timestamp, _>(expires)
+                    .bind::<Timestamp, _>(now)
+                    .load(lite)?
+            }
+        };
+        Ok(rows.into_iter().next())
     })?;
     let Some(task) = claimed else { return Ok(None) };
     let policy: TaskPolicy = rollouts_t::table

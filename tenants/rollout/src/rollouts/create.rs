@@ -100,12 +100,16 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             .execute(conn)?;
         // Tenants deleted since `order` read them drop out of their wave.
         let mut sizes = vec![0i64; waves.len()];
+        let mut total = 0i64;
         selected.for_each_page(conn, |conn, page| {
             let rows: Vec<NewTask> = page
                 .into_iter()
                 .map(|(wave, c)| {
-                    sizes[wave as usize] += 1;
+                    total += 1;
                     let skipped = settings.skips(&c);
+                    if !skipped {
+                        sizes[wave as usize] += 1;
+                    }
                     NewTask {
                         rollout_id: id.clone(),
                         tenant_id: c.id,
@@ -139,11 +143,11 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             };
             Ok(())
         })?;
-        let total: i64 = sizes.iter().sum();
         if total == 0 {
             return Err(Error::invalid("the selector matches no tenant"));
         }
-        if total != selected.order.len() as i64 {
+        let planned: Vec<i64> = waves.iter().map(|w| w.size).collect();
+        if total != selected.order.len() as i64 || sizes != planned {
             let waves: Vec<Wave> = waves
                 .iter()
                 .zip(&sizes)
@@ -185,10 +189,15 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
     Ok(Created::Rollout(Box::new(get(db, &id)?)))
 }
 
-/// The selected tenants in wave order, cut into waves.
+/// The selected tenants in wave order; the waves are cut among those that
+/// will migrate (or roll back), so a canary of 5 is 5 tenants that change.
+/// Skipped tenants (already at the target) are in no wave's size; their
+/// tasks are written finished, in wave 0.
 struct Selected {
     selection: Resolved,
     order: Vec<Uuid>,
+    /// Parallel to `order`: the tenant is skipped (or vanished meanwhile).
+    skip: Vec<bool>,
     waves: Vec<Wave>,
 }
 
@@ -204,10 +213,31 @@ impl Selected {
         if order.is_empty() {
             return Err(Error::invalid("the selector matches no tenant"));
         }
-        let waves = waves::wave_sizes(&settings.waves, order.len());
+        // A first pass over the tenants tells the work from the skips; the
+        // writing pass reads the pages again rather than keeping every
+        // tenant's row in memory.
+        let mut skip = vec![true; order.len()];
+        for (page_no, page) in order.chunks(PAGE).enumerate() {
+            for (i, c) in selection.rows(conn, page)? {
+                skip[page_no * PAGE + i] = settings.skips(&c);
+            }
+        }
+        let work = skip.iter().filter(|s| !**s).count();
+        if work == 0 && !settings.waves.is_empty() {
+            let name = settings.waves[0]
+                .name
+                .clone()
+                .unwrap_or_else(|| "wave-1".to_string());
+            return Err(Error::invalid(format!(
+                "wave '{name}' would be empty: none of the {} selected tenants needs migrating to the target",
+                order.len()
+            )));
+        }
+        let waves = waves::wave_sizes(&settings.waves, work);
         Ok(Selected {
             selection,
             order,
+            skip,
             waves,
         })
     }
@@ -218,12 +248,29 @@ impl Selected {
         conn: &mut ControlConnection,
         mut f: impl FnMut(&mut ControlConnection, Vec<(i32, Candidate)>) -> Result<()>,
     ) -> Result<()> {
+        // The rank of each tenant among those that will migrate.
+        let mut rank = Vec::with_capacity(self.order.len());
+        let mut n = 0usize;
+        for s in &self.skip {
+            rank.push(n);
+            if !s {
+                n += 1;
+            }
+        }
         for (page_no, page) in self.order.chunks(PAGE).enumerate() {
             let rows = self
                 .selection
                 .rows(conn, page)?
                 .into_iter()
-                .map(|(i, c)| (waves::wave_of(&self.waves, page_no * PAGE + i), c))
+                .map(|(i, c)| {
+                    let at = page_no * PAGE + i;
+                    let wave = if self.skip[at] {
+                        0
+                    } else {
+                        waves::wave_of(&self.waves, rank[at])
+                    };
+                    (wave, c)
+                })
                 .collect();
             f(conn, rows)?;
         }

@@ -7,6 +7,11 @@ use tenantplane_migrations::SchemaTarget;
 use super::{Backoff, FailureBudget, RolloutRequest, WaveSpec};
 use crate::selection::Candidate;
 
+/// Waves of one rollout: a canary, a few rings, the rest — not thousands.
+pub const MAX_WAVES: usize = 100;
+/// A wave's name, shown in lists and logs.
+pub const MAX_WAVE_NAME: usize = 64;
+
 pub(super) struct Settings {
     pub(super) target: SchemaTarget,
     pub(super) concurrency: i32,
@@ -79,7 +84,21 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         ));
     }
     let waves = req.waves.clone().unwrap_or_default();
+    if waves.len() > MAX_WAVES {
+        return Err(Error::invalid(format!(
+            "{} waves: at most {MAX_WAVES}",
+            waves.len()
+        )));
+    }
     for (i, w) in waves.iter().enumerate() {
+        if w.name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_WAVE_NAME || n.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(format!(
+                "wave {i}: a name is at most {MAX_WAVE_NAME} printable characters"
+            )));
+        }
         match (w.count, w.percent) {
             (Some(c), None) if c > 0 => {}
             (None, Some(p)) if p > 0.0 && p <= 100.0 => {}
