@@ -13,6 +13,7 @@ mod backup_kills;
 mod backups;
 mod cli_flags;
 mod cli_rollout;
+mod console;
 mod error_kinds;
 mod exports;
 mod hardening;

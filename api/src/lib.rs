@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod body_timeout;
+pub mod console;
 pub mod error;
 mod idempotent;
 pub mod openapi;
@@ -169,7 +170,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::webhooks::replay)
     .service(routes::outbox::list)
     .service(routes::outbox::get)
-    .service(routes::outbox::retry);
+    .service(routes::outbox::retry)
+    .configure(console::configure);
 }
 
 /// No route took the request: 405 with `Allow` when the path exists with

@@ -86,3 +86,16 @@ pub fn revoke(db: &ControlDb, actor: &Actor, tenant: &str, key_id: &str) -> Resu
         changes::bump(conn)
     })
 }
+
+/// A tenant's live keys (never the key itself): id, name, issued at.
+pub fn list(db: &ControlDb, tenant: &str) -> Result<Vec<(String, String, chrono::NaiveDateTime)>> {
+    let mut conn = db.conn()?;
+    let t = find_row(&mut conn, tenant)?;
+    Ok(api_tokens::table
+        .filter(api_tokens::kind.eq("tenant"))
+        .filter(api_tokens::tenant_id.eq(&t.id))
+        .filter(api_tokens::revoked_at.is_null())
+        .select((api_tokens::id, api_tokens::name, api_tokens::created_at))
+        .order(api_tokens::created_at.asc())
+        .load(&mut conn)?)
+}

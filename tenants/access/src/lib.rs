@@ -2,4 +2,5 @@
 //! with the OS RNG, shown once, stored as SHA-256.
 
 pub mod keys;
+pub mod sessions;
 pub mod tokens;

@@ -209,6 +209,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliveries,
     delivery_attempts,
     idempotency_keys,
+    console_sessions,
 );
 
 diesel::table! {
@@ -379,5 +380,19 @@ diesel::table! {
         status -> Nullable<Integer>,
         response -> Nullable<Text>,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    console_sessions (id) {
+        id -> Text,
+        token_hash -> Text,
+        csrf_token -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
     }
 }

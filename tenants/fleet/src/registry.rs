@@ -615,3 +615,61 @@ pub fn sweep_abandoned(db: &ControlDb, older_than: Duration) -> Result<usize> {
     }
     Ok(removed)
 }
+
+/// Live (not deleted) tenants counted four ways, for the console overview.
+#[derive(Debug, Clone, Default)]
+pub struct FleetCounts {
+    pub total: i64,
+    pub by_status: Vec<(String, i64)>,
+    /// Plan slug (`none` for tenants without a plan).
+    pub by_plan: Vec<(String, i64)>,
+    /// Server name.
+    pub by_server: Vec<(String, i64)>,
+    /// Schema version (`none` for an empty schema), oldest first.
+    pub by_version: Vec<(String, i64)>,
+}
+
+/// Counts the live tenants by status, plan, server and schema version.
+pub fn counts(db: &ControlDb) -> Result<FleetCounts> {
+    use diesel::dsl::count_star;
+    let mut conn = db.conn()?;
+    let live = || tenants::table.filter(tenants::deleted_at.is_null());
+    let by_status: Vec<(String, i64)> = live()
+        .group_by(tenants::status)
+        .select((tenants::status, count_star()))
+        .order(tenants::status)
+        .load(&mut conn)?;
+    let by_plan_id: Vec<(Option<String>, i64)> = live()
+        .group_by(tenants::plan_id)
+        .select((tenants::plan_id, count_star()))
+        .load(&mut conn)?;
+    let slugs: BTreeMap<String, String> = plans::table
+        .select((plans::id, plans::slug))
+        .load::<(String, String)>(&mut conn)?
+        .into_iter()
+        .collect();
+    let mut by_plan: Vec<(Option<String>, i64)> = by_plan_id
+        .into_iter()
+        .map(|(id, n)| (id.and_then(|id| slugs.get(&id).cloned()), n))
+        .collect();
+    by_plan.sort();
+    let by_server: Vec<(String, i64)> = live()
+        .inner_join(database_servers::table)
+        .group_by(database_servers::name)
+        .select((database_servers::name, count_star()))
+        .order(database_servers::name)
+        .load(&mut conn)?;
+    let by_version: Vec<(Option<String>, i64)> = live()
+        .group_by(tenants::schema_version)
+        .select((tenants::schema_version, count_star()))
+        .order(tenants::schema_version)
+        .load(&mut conn)?;
+    let none = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
+    Ok(FleetCounts {
+        total: by_status.iter().map(|(_, n)| n).sum(),
+        by_status,
+        by_plan: by_plan.into_iter().map(|(p, n)| (none(p), n)).collect(),
+        by_server,
+        by_version: by_version.into_iter().map(|(v, n)| (none(v), n)).collect(),
+    })
+}

@@ -8,6 +8,7 @@
 mod advance;
 mod control;
 mod create;
+mod groups;
 mod read;
 mod request;
 pub mod waves;
@@ -20,7 +21,11 @@ pub use advance::{advance, advance_all};
 pub(crate) use control::set_state;
 pub use control::{control, Control};
 pub use create::{create, Created};
-pub use read::{counts, find_row, get, list, state_totals, tasks_page};
+pub use groups::{failure_groups, normalise, retry_group, FailureGroup};
+pub use read::{
+    counts, find_row, get, list, state_totals, tasks_page, tasks_page_where, wave_counts,
+    TaskFilter,
+};
 pub use tenantplane_api_types::rollouts::{
     Backoff, FailureBudget, PlannedTask, Rollout, RolloutPlan, RolloutRequest, Selector,
     TaskCounts, TaskPage, TaskView, Wave, WaveSpec,

@@ -20,18 +20,38 @@ pub fn counts(conn: &mut ControlConnection, rollout_id: &str) -> Result<TaskCoun
         .load(conn)?;
     let mut c = TaskCounts::default();
     for (state, n) in rows {
-        match state.parse::<TaskState>() {
-            Ok(TaskState::Pending) => c.pending = n,
-            Ok(TaskState::Running) => c.running = n,
-            Ok(TaskState::Succeeded) => c.succeeded = n,
-            Ok(TaskState::Failed) => c.failed = n,
-            Ok(TaskState::Skipped) => c.skipped = n,
-            Ok(TaskState::Cancelled) => c.cancelled = n,
-            // The CHECK constraint allows no other word.
-            Err(_) => {}
-        }
+        add(&mut c, &state, n);
     }
     Ok(c)
+}
+
+fn add(c: &mut TaskCounts, state: &str, n: i64) {
+    match state.parse::<TaskState>() {
+        Ok(TaskState::Pending) => c.pending += n,
+        Ok(TaskState::Running) => c.running += n,
+        Ok(TaskState::Succeeded) => c.succeeded += n,
+        Ok(TaskState::Failed) => c.failed += n,
+        Ok(TaskState::Skipped) => c.skipped += n,
+        Ok(TaskState::Cancelled) => c.cancelled += n,
+        // The CHECK constraint allows no other word.
+        Err(_) => {}
+    }
+}
+
+/// The task counts of each wave of a rollout, by wave number (0-based);
+/// waves without tasks are left out.
+pub fn wave_counts(db: &ControlDb, rollout_id: &str) -> Result<Vec<(i32, TaskCounts)>> {
+    let mut conn = db.conn()?;
+    let rows: Vec<(i32, String, i64)> = tasks::table
+        .filter(tasks::rollout_id.eq(rollout_id))
+        .group_by((tasks::wave, tasks::state))
+        .select((tasks::wave, tasks::state, count_star()))
+        .load(&mut conn)?;
+    let mut waves: std::collections::BTreeMap<i32, TaskCounts> = Default::default();
+    for (wave, state, n) in rows {
+        add(waves.entry(wave).or_default(), &state, n);
+    }
+    Ok(waves.into_iter().collect())
 }
 
 fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
@@ -191,6 +211,16 @@ fn task_view(r: TaskRow) -> TaskView {
     }
 }
 
+/// Which tasks a page shows.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub state: Option<String>,
+    /// 0-based wave number.
+    pub wave: Option<i32>,
+    /// A piece of the last error's text (matched literally).
+    pub error: Option<String>,
+}
+
 /// A page of a rollout's tasks, by id.
 pub fn tasks_page(
     db: &ControlDb,
@@ -199,11 +229,27 @@ pub fn tasks_page(
     limit: i64,
     cursor: Option<&str>,
 ) -> Result<TaskPage> {
+    let filter = TaskFilter {
+        state: state.map(str::to_string),
+        ..TaskFilter::default()
+    };
+    tasks_page_where(db, rollout_id, &filter, limit, cursor)
+}
+
+/// A page of a rollout's tasks matching `filter`, by id.
+pub fn tasks_page_where(
+    db: &ControlDb,
+    rollout_id: &str,
+    filter: &TaskFilter,
+    limit: i64,
+    cursor: Option<&str>,
+) -> Result<TaskPage> {
     if !(1..=1000).contains(&limit) {
         return Err(Error::invalid("limit must be 1 to 1000"));
     }
     let mut conn = db.conn()?;
     find_row(&mut conn, rollout_id)?;
+    let state = filter.state.as_deref();
     let mut q = tasks::table
         .inner_join(tenants::table)
         .filter(tasks::rollout_id.eq(rollout_id.to_string()))
@@ -231,6 +277,18 @@ pub fn tasks_page(
     if let Some(s) = state {
         let s: TaskState = s.parse()?;
         q = q.filter(tasks::state.eq(s.as_str()));
+    }
+    if let Some(w) = filter.wave {
+        q = q.filter(tasks::wave.eq(w));
+    }
+    if let Some(e) = filter.error.as_deref().filter(|e| !e.is_empty()) {
+        let pattern = format!(
+            "%{}%",
+            e.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        q = q.filter(tasks::last_error.like(pattern).escape('\\'));
     }
     if let Some(c) = cursor {
         let after: i64 = c

@@ -1,0 +1,950 @@
+//! The operator console (`/console`): sign-in, sessions and CSRF over plain
+//! HTTP, and the whole operator flow in a real headless Chromium driven over
+//! WebDriver (fantoccini + Debian's chromium-driver).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::common::{wait_for, App, AppOptions, TOKEN};
+
+const LONG: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------- HTTP ---
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).build()
+}
+
+/// A response whatever its status: (status, headers we need, body).
+struct Resp {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Vec<String>,
+    csp: Option<String>,
+    body: String,
+}
+
+fn send(req: ureq::Request, form: Option<&[(&str, &str)]>) -> Resp {
+    let result = match form {
+        Some(f) => req.send_form(f),
+        None => req.call(),
+    };
+    let r = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    Resp {
+        status: r.status(),
+        location: r.header("Location").map(str::to_string),
+        set_cookie: r
+            .all("Set-Cookie")
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        csp: r.header("Content-Security-Policy").map(str::to_string),
+        body: r.into_string().unwrap_or_default(),
+    }
+}
+
+/// Signs in over HTTP; returns the `tp_console=…` cookie pair and the
+/// session's CSRF token (read from a page, as a browser would).
+fn sign_in(app: &App) -> (String, String) {
+    let r = send(
+        agent()
+            .post(&format!("{}/console/login", app.url))
+            .set("Origin", &app.url),
+        Some(&[("token", TOKEN)]),
+    );
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/console")),
+        "{}",
+        r.body
+    );
+    let set = r
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("tp_console="))
+        .expect("session cookie")
+        .clone();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/console", "Expires="] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag: {set}");
+    let cookie = set.split(';').next().expect("pair").to_string();
+    let page = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    (cookie, csrf_of(&page.body))
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with the CSRF token");
+    let rest = &html[at + r#"name="csrf" value=""#.len()..];
+    rest[..rest.find('"').expect("end quote")].to_string()
+}
+
+fn new_tenant(app: &App, slug: &str) -> String {
+    let (s, t) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": slug, "name": slug, "schema": "head"})),
+    );
+    assert_eq!(s, 201, "{t}");
+    t["id"].as_str().expect("id").to_string()
+}
+
+fn feature(app: &App, tenant: &str, name: &str) -> Value {
+    let (s, f) = app.call("GET", &format!("/v1/tenants/{tenant}/features"), None);
+    assert_eq!(s, 200, "{f}");
+    f["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .find(|x| x["feature"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feature {name}: {f}"))
+}
+
+#[test]
+fn console_refuses_cross_site_posts_and_posts_without_the_csrf_token() {
+    let app = App::start();
+    let tenant = new_tenant(&app, "csrf-shop");
+    let before = feature(&app, &tenant, "branding");
+    let (cookie, csrf) = sign_in(&app);
+    let url = format!("{}/console/tenants/{tenant}/overrides", app.url);
+    let flip = if before["enabled"] == true {
+        "off"
+    } else {
+        "on"
+    };
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("feature", "branding"),
+        ("enabled", flip),
+        ("reason", "test"),
+    ];
+
+    // A foreign page posting the same form with the victim's cookie.
+    let evil = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", "http://evil.example"),
+        Some(&form),
+    );
+    assert_eq!(evil.status, 403, "{}", evil.body);
+    assert_eq!(
+        evil.csp
+            .as_deref()
+            .map(|c| c.contains("default-src 'self'")),
+        Some(true)
+    );
+    let cross = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Sec-Fetch-Site", "cross-site"),
+        Some(&form),
+    );
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    // Same origin but without the session's token (or with another one).
+    let no_token = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&form[1..]),
+    );
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    let wrong = [("csrf", "not-the-token"), form[1], form[2], form[3]];
+    let wrong_token = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&wrong),
+    );
+    assert_eq!(wrong_token.status, 403, "{}", wrong_token.body);
+    assert_eq!(
+        feature(&app, &tenant, "branding"),
+        before,
+        "nothing changed"
+    );
+
+    // The real form from the real page goes through.
+    let ok = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url)
+            .set("Sec-Fetch-Site", "same-origin"),
+        Some(&form),
+    );
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let after = feature(&app, &tenant, "branding");
+    assert_eq!(after["enabled"], flip == "on", "{after}");
+    assert!(
+        after["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("OVERRIDE")),
+        "{after}"
+    );
+    // Audited with the console session as actor.
+    let (s, audit) = app.call("GET", "/v1/audit?limit=20", None);
+    assert_eq!(s, 200, "{audit}");
+    let text = audit.to_string();
+    assert!(
+        text.contains("console:"),
+        "console actor in the audit log: {text}"
+    );
+}
+
+#[test]
+fn console_needs_a_session_and_refuses_tenant_keys() {
+    let app = App::start();
+    // No session: every page sends the browser to sign-in.
+    for path in ["/console", "/console/rollouts", "/console/tenants/x"] {
+        let r = send(agent().get(&format!("{}{path}", app.url)), None);
+        assert_eq!(
+            (r.status, r.location.as_deref()),
+            (303, Some("/console/login")),
+            "{path}"
+        );
+    }
+    let bogus = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", "tp_console=tp_cs_made-up"),
+        None,
+    );
+    assert_eq!(bogus.location.as_deref(), Some("/console/login"));
+    // The sign-in page itself, and its policy.
+    let login = send(agent().get(&format!("{}/console/login", app.url)), None);
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains(r#"name="token""#), "{}", login.body);
+    let csp = login.csp.expect("Content-Security-Policy");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(!login.body.contains("<script>"), "no inline script");
+
+    // A tenant key is no operator token.
+    let tenant = new_tenant(&app, "key-shop");
+    let (s, key) = app.call(
+        "POST",
+        &format!("/v1/tenants/{tenant}/keys"),
+        Some(json!({})),
+    );
+    assert_eq!(s, 201, "{key}");
+    let key = key["key"].as_str().expect("key");
+    let refused = send(
+        agent()
+            .post(&format!("{}/console/login", app.url))
+            .set("Origin", &app.url),
+        Some(&[("token", key)]),
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused
+        .set_cookie
+        .iter()
+        .all(|c| !c.starts_with("tp_console=") || c.starts_with("tp_console=;")));
+    let wrong = send(
+        agent()
+            .post(&format!("{}/console/login", app.url))
+            .set("Origin", &app.url),
+        Some(&[("token", "nope")]),
+    );
+    assert_eq!(wrong.status, 401);
+    // Signing in from a foreign page is refused too (login CSRF).
+    let foreign = send(
+        agent()
+            .post(&format!("{}/console/login", app.url))
+            .set("Origin", "http://evil.example"),
+        Some(&[("token", TOKEN)]),
+    );
+    assert_eq!(foreign.status, 403);
+
+    // Sign out: the cookie is useless afterwards.
+    let (cookie, csrf) = sign_in(&app);
+    // A page with everything it loads weighs under 150 KB.
+    let page = send(
+        agent()
+            .get(&format!("{}/console/tenants", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    let mut weight = page.body.len();
+    for asset in [
+        "htmx-2.0.11.min.js",
+        "htmx-ext-sse-2.2.4.min.js",
+        "console-1.css",
+    ] {
+        assert!(page.body.contains(asset), "{asset} linked");
+        let r = send(
+            agent().get(&format!("{}/console/assets/{asset}", app.url)),
+            None,
+        );
+        assert_eq!(r.status, 200, "{asset}");
+        weight += r.body.len();
+    }
+    assert!(weight < 150 * 1024, "{weight} bytes");
+    let out = send(
+        agent()
+            .post(&format!("{}/console/logout", app.url))
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&[("csrf", csrf.as_str())]),
+    );
+    assert_eq!(
+        (out.status, out.location.as_deref()),
+        (303, Some("/console/login"))
+    );
+    let again = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(
+        (again.status, again.location.as_deref()),
+        (303, Some("/console/login"))
+    );
+    // The assets are served from the binary with long cache lifetimes.
+    let r = agent()
+        .get(&format!("{}/console/assets/htmx-2.0.11.min.js", app.url))
+        .call()
+        .expect("htmx");
+    assert!(r
+        .header("Cache-Control")
+        .is_some_and(|c| c.contains("immutable")));
+}
+
+// ------------------------------------------------------------- browser ---
+
+/// chromedriver and a session in headless Chromium.
+struct Browser {
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = self.rt.block_on(c.close());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+impl Browser {
+    /// None (the test skips) when the browser is not installed, unless CI.
+    fn start() -> Option<Browser> {
+        let (Some(driver), Some(chromium)) = (on_path("chromedriver"), on_path("chromium")) else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("chromium and chromium-driver must be installed under CI (.ci/run installs them)");
+            }
+            eprintln!("skipping: chromium/chromedriver not installed (apt-get install chromium chromium-driver)");
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let driver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-gpu",
+                    "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let client = wait_for("chromedriver to accept a session", LONG, || {
+            rt.block_on(
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&webdriver),
+            )
+            .ok()
+        });
+        Some(Browser {
+            rt,
+            client: Some(client),
+            driver,
+            _profile: profile,
+        })
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("client")
+    }
+
+    fn goto(&self, url: &str) {
+        self.rt.block_on(self.c().goto(url)).expect("goto");
+    }
+
+    fn url(&self) -> String {
+        self.rt
+            .block_on(self.c().current_url())
+            .expect("url")
+            .to_string()
+    }
+
+    /// The text of the first element matching `css`, if there is one now.
+    fn text(&self, css: &str) -> Option<String> {
+        self.rt.block_on(async {
+            let e = self.c().find(Locator::Css(css)).await.ok()?;
+            e.text().await.ok()
+        })
+    }
+
+    fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        wait_for(what, LONG, || self.text(css).filter(|t| ok(t)))
+    }
+
+    fn click(&self, css: &str) {
+        wait_for(&format!("to click {css}"), LONG, || {
+            self.rt
+                .block_on(async {
+                    let e = self.c().find(Locator::Css(css)).await?;
+                    e.click().await
+                })
+                .ok()
+        })
+    }
+
+    fn fill(&self, css: &str, value: &str) {
+        self.rt
+            .block_on(async {
+                let e = self.c().find(Locator::Css(css)).await?;
+                e.clear().await?;
+                e.send_keys(value).await
+            })
+            .unwrap_or_else(|e| panic!("fill {css}: {e}"));
+    }
+
+    fn select(&self, css: &str, value: &str) {
+        self.rt
+            .block_on(async {
+                let e = self.c().find(Locator::Css(css)).await?;
+                e.select_by_value(value).await
+            })
+            .unwrap_or_else(|e| panic!("select {css}: {e}"));
+    }
+
+    fn exec(&self, script: &str) -> Value {
+        self.rt
+            .block_on(self.c().execute(script, vec![]))
+            .expect("execute")
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.rt.block_on(self.c().screenshot()).expect("screenshot");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(name);
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    fn cookie(&self, name: &str) -> String {
+        self.rt
+            .block_on(self.c().get_named_cookie(name))
+            .expect("cookie")
+            .value()
+            .to_string()
+    }
+
+    /// Every resource the page loaded came from `origin`.
+    fn assert_same_origin(&self, origin: &str) {
+        let names = self.exec(
+            "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href]);",
+        );
+        let names = names.as_array().expect("names");
+        assert!(!names.is_empty());
+        for n in names {
+            let n = n.as_str().unwrap_or("");
+            assert!(
+                n.starts_with(origin),
+                "a request left the app's origin: {n}"
+            );
+        }
+    }
+}
+
+fn tenant_db(app: &App, id: &str) -> SqliteConnection {
+    let path = app
+        .data_dir
+        .join("tenants")
+        .join(format!("t_{}.db", id.replace('-', "")));
+    SqliteConnection::establish(&path.to_string_lossy()).expect("open tenant db")
+}
+
+#[test]
+fn operator_runs_a_rollout_from_the_console_in_chromium() {
+    let Some(b) = Browser::start() else { return };
+    let app = App::start_with(AppOptions {
+        env: vec![("TENANTPLANE_WORKER_THREADS".into(), "1".into())],
+        ..AppOptions::default()
+    });
+    const N: usize = 200;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let (s, t) = app.call(
+            "POST",
+            "/v1/tenants",
+            Some(json!({"slug": format!("shop-{i:03}"), "name": format!("Shop {i}"), "schema": "phase:0",
+                "labels": {"region": if i % 2 == 0 { "eu" } else { "us" }}})),
+        );
+        assert_eq!(s, 201, "{t}");
+        ids.push(t["id"].as_str().expect("id").to_string());
+    }
+    // One tenant has drifted: migration 020100's table already exists.
+    let bad = ids[150].clone();
+    tenant_db(&app, &bad)
+        .batch_execute("CREATE TABLE expense_categories (id INTEGER PRIMARY KEY)")
+        .expect("drift");
+
+    // Sign in.
+    b.goto(&format!("{}/console", app.url));
+    wait_for("the sign-in page", LONG, || {
+        b.url().ends_with("/console/login").then_some(())
+    });
+    b.fill("#token", TOKEN);
+    b.click("#sign-in");
+    let total = b.wait_text("#tenant-total", "the overview", |t| !t.is_empty());
+    assert_eq!(total, N.to_string());
+    let versions = b.text("#h-version + .bars").expect("version bars");
+    assert!(versions.contains(&N.to_string()), "{versions}");
+    b.assert_same_origin(&app.url);
+    b.screenshot("overview.png");
+
+    // New rollout: a canary wave of 5, then the rest; preview first.
+    b.click("nav a[href='/console/rollouts']");
+    b.click("#new-rollout");
+    b.wait_text("h1", "the form", |t| t == "New rollout");
+    b.fill("#waves", "canary:5");
+    b.fill("#concurrency", "1");
+    b.click("#preview");
+    let to_migrate = b.wait_text("#to-migrate", "the dry run", |t| !t.is_empty());
+    assert_eq!(to_migrate, N.to_string());
+    assert!(b
+        .text("#preview-result")
+        .expect("preview")
+        .contains("canary: 5 tenants"));
+    let (_, none) = app.call("GET", "/v1/rollouts", None);
+    assert_eq!(
+        none.as_array().map(Vec::len),
+        Some(0),
+        "a preview starts nothing"
+    );
+    b.click("#start");
+    wait_for("the rollout page", LONG, || b.text("#rollout-id"));
+    let rollout = b.text("#rollout-id").expect("rollout id");
+
+    // Pause from the page; it holds.
+    b.click("#pause");
+    b.wait_text("#rollout-state", "paused", |t| t == "paused");
+    let (_, r) = app.call("GET", &format!("/v1/rollouts/{rollout}"), None);
+    assert_eq!(r["state"], "paused", "{r}");
+
+    // Resume; from here the page must update itself (no reload: the marker
+    // set on this document survives).
+    b.click("#resume");
+    b.wait_text("#rollout-state", "running again", |t| t == "running");
+    b.exec("window.__no_reload = 'still here'; return null;");
+    let mut seen = BTreeSet::new();
+    let mut shot = false;
+    let finished = wait_for("the rollout to finish on the page", LONG, || {
+        let done = b.text("#count-done")?;
+        seen.insert(done.clone());
+        if !shot && !done.starts_with(&format!("{N}/")) && seen.len() > 1 {
+            b.screenshot("rollout-running.png");
+            shot = true;
+        }
+        let state = b.text("#rollout-state")?;
+        ["succeeded", "failed", "halted"]
+            .contains(&state.as_str())
+            .then_some(state)
+    });
+    assert_eq!(
+        b.exec("return window.__no_reload || null;"),
+        json!("still here"),
+        "the page was not reloaded"
+    );
+    assert!(
+        seen.len() >= 2,
+        "the counters changed while it ran: {seen:?}"
+    );
+    assert_eq!(finished, "failed", "one drifted tenant fails");
+    if !shot {
+        b.screenshot("rollout-running.png");
+    }
+    assert_eq!(b.text("#count-failed").as_deref(), Some("1"));
+    let waves = b.text("#waves").expect("wave counts");
+    assert!(
+        waves.contains("canary 5 5 0 0 0 0") && waves.contains("rest 195"),
+        "{waves}"
+    );
+
+    // The failure shows under its error group, with the migration version.
+    b.goto(&format!("{}/console/rollouts/{rollout}", app.url));
+    let groups = b.wait_text("#failure-groups", "the error groups", |t| !t.is_empty());
+    assert!(groups.contains("20261125020100"), "{groups}");
+    assert!(groups.contains("expense_categories"), "{groups}");
+    b.assert_same_origin(&app.url);
+    // Fix the drift; retry the group.
+    tenant_db(&app, &bad)
+        .batch_execute("DROP TABLE expense_categories")
+        .expect("fix");
+    b.click(".retry-group");
+    b.wait_text("#rollout-state", "the retried tenant to succeed", |t| {
+        t == "succeeded"
+    });
+    let (_, r) = app.call("GET", &format!("/v1/rollouts/{rollout}"), None);
+    assert_eq!(
+        (r["state"].as_str(), r["counts"]["succeeded"].as_u64()),
+        (Some("succeeded"), Some(N as u64)),
+        "{r}"
+    );
+
+    // A feature override set on the tenant page is what the API evaluates.
+    let tenant = &ids[7];
+    let before = feature(&app, tenant, "credit_reminders");
+    let turn = if before["enabled"] == true {
+        "off"
+    } else {
+        "on"
+    };
+    b.goto(&format!("{}/console/tenants/{tenant}", app.url));
+    b.wait_text("#phase", "the tenant page", |t| t == "7");
+    b.select("#o-feature", "credit_reminders");
+    b.select("#o-enabled", turn);
+    b.fill("#o-reason", "browser test");
+    b.click("#set-override");
+    let row = b.wait_text("#feature-credit_reminders", "the override", |t| {
+        t.contains("OVERRIDE")
+    });
+    let after = feature(&app, tenant, "credit_reminders");
+    assert_eq!(after["enabled"], turn == "on", "{after}");
+    assert_eq!(
+        after["reason"],
+        if turn == "on" {
+            "OVERRIDE_ON"
+        } else {
+            "OVERRIDE_OFF"
+        },
+        "{after} / page: {row}"
+    );
+
+    let trail = b.text("#audit").expect("audit trail");
+    assert!(
+        trail.contains("console:"),
+        "the session is the actor: {trail}"
+    );
+
+    // A phone-sized screen still shows the overview (screenshot for a look).
+    b.goto(&format!("{}/console", app.url));
+    b.wait_text("#tenant-total", "the overview", |t| !t.is_empty());
+    let _ = b.rt.block_on(b.c().set_window_size(390, 844));
+    b.screenshot("overview-390.png");
+    let _ = b.rt.block_on(b.c().set_window_size(1280, 800));
+
+    // Sign out: the old cookie only leads to the sign-in page.
+    let cookie = b.cookie("tp_console");
+    b.click("#sign-out");
+    wait_for("the sign-in page", LONG, || {
+        b.url().ends_with("/console/login").then_some(())
+    });
+    let r = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &format!("tp_console={cookie}")),
+        None,
+    );
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/console/login"))
+    );
+}
+
+#[test]
+fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
+    let app = App::start();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (s, t) = app.call(
+            "POST",
+            "/v1/tenants",
+            Some(json!({"slug": format!("grp-{i}"), "name": "Shop", "schema": "phase:0"})),
+        );
+        assert_eq!(s, 201, "{t}");
+        ids.push(t["id"].as_str().expect("id").to_string());
+    }
+    // Two tenants drift the same way: one group of two, whatever their ids.
+    for bad in &ids[1..3] {
+        tenant_db(&app, bad)
+            .batch_execute("CREATE TABLE expense_categories (id INTEGER PRIMARY KEY)")
+            .expect("drift");
+    }
+    let (s, r) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}})),
+    );
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let state = |app: &App| {
+        let (_, r) = app.call("GET", &format!("/v1/rollouts/{id}"), None);
+        r
+    };
+    let done = wait_for("the rollout to finish", LONG, || {
+        let r = state(&app);
+        ["succeeded", "failed", "halted"]
+            .contains(&r["state"].as_str().unwrap_or(""))
+            .then_some(r)
+    });
+    assert_eq!(done["counts"]["failed"], 2, "{done}");
+
+    let (cookie, csrf) = sign_in(&app);
+    let page = send(
+        agent()
+            .get(&format!("{}/console/rollouts/{id}", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(page.status, 200);
+    let groups = &page.body[page
+        .body
+        .find(r#"id="failure-groups""#)
+        .expect("groups table")..];
+    assert_eq!(
+        groups.matches("retry-group").count(),
+        1,
+        "one group: {groups}"
+    );
+    assert!(
+        groups.contains("20261125020100") && groups.contains("Retry these 2"),
+        "{groups}"
+    );
+    let field = |name: &str| {
+        let at = groups
+            .find(&format!(r#"name="{name}" value=""#))
+            .expect("group field");
+        let rest = &groups[at + name.len() + 15..];
+        unescape(&rest[..rest.find('"').expect("quote")])
+    };
+    let (version, message) = (field("error_version"), field("message"));
+    // The tasks table filters by state, wave and error text.
+    let tasks = |query: &str| {
+        let page = send(
+            agent()
+                .get(&format!("{}/console/rollouts/{id}?{query}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        );
+        assert_eq!(page.status, 200, "{query}: {}", page.body);
+        let at = page.body.find(r#"id="tasks""#).expect("tasks table");
+        let table = &page.body[at..];
+        let table = &table[..table.find("</table>").expect("table end")];
+        (0..4)
+            .filter(|i| table.contains(&format!(">grp-{i}<")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tasks("error=expense_categories"), vec![1, 2]);
+    assert_eq!(tasks("state=succeeded&wave=1"), vec![0, 3]);
+    assert_eq!(tasks("state=failed&wave=2"), Vec::<i32>::new());
+    assert_eq!(tasks(""), vec![0, 1, 2, 3]);
+    for bad in &ids[1..3] {
+        tenant_db(&app, bad)
+            .batch_execute("DROP TABLE expense_categories")
+            .expect("fix");
+    }
+    let url = format!("{}/console/rollouts/{id}/groups/retry", app.url);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("error_version", version.as_str()),
+        ("message", message.as_str()),
+    ];
+    let r = send(
+        agent()
+            .post(&url)
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&form),
+    );
+    assert_eq!(
+        (r.status, r.location),
+        (303, Some(format!("/console/rollouts/{id}"))),
+        "{}",
+        r.body
+    );
+    let done = wait_for("the retried group to succeed", LONG, || {
+        let r = state(&app);
+        (r["state"] == "succeeded").then_some(r)
+    });
+    assert_eq!(done["counts"]["succeeded"], 4, "{done}");
+    let (_, audit) = app.call("GET", "/v1/audit?limit=50", None);
+    assert!(audit.to_string().contains("rollout.retry_group"), "{audit}");
+}
+
+/// Decodes the entities an HTML attribute value may hold (named and numeric).
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest.find(';').expect("entity end");
+        let entity = &rest[1..end];
+        let c = match entity {
+            "quot" => '"',
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "apos" => '\'',
+            e if e.starts_with("#x") => {
+                char::from_u32(u32::from_str_radix(&e[2..], 16).expect("hex")).expect("char")
+            }
+            e if e.starts_with('#') => char::from_u32(e[1..].parse().expect("dec")).expect("char"),
+            e => panic!("unknown entity {e}"),
+        };
+        out.push(c);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn console_sessions_work_with_a_postgres_control_db() {
+    let Some(pg) = crate::common::TestPg::new() else {
+        return;
+    };
+    let app = App::start_with_control(Some(pg.url()));
+    let (cookie, csrf) = sign_in(&app);
+    let overview = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert!(
+        overview.body.contains(r#"id="tenant-total""#),
+        "{}",
+        overview.body
+    );
+    let out = send(
+        agent()
+            .post(&format!("{}/console/logout", app.url))
+            .set("Cookie", &cookie)
+            .set("Origin", &app.url),
+        Some(&[("csrf", csrf.as_str())]),
+    );
+    assert_eq!(out.status, 303);
+    let again = send(
+        agent()
+            .get(&format!("{}/console", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(again.location.as_deref(), Some("/console/login"));
+}
+
+#[test]
+fn the_tenant_page_changes_the_plan_and_issues_and_revokes_keys() {
+    let app = App::start();
+    let tenant = new_tenant(&app, "keys-shop");
+    let (cookie, csrf) = sign_in(&app);
+    let post = |path: &str, form: &[(&str, &str)]| {
+        send(
+            agent()
+                .post(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie)
+                .set("Origin", &app.url),
+            Some(form),
+        )
+    };
+    let page = |path: &str| {
+        send(
+            agent()
+                .get(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        )
+    };
+    // The plan.
+    let r = post(
+        &format!("/console/tenants/{tenant}/plan"),
+        &[("csrf", &csrf), ("plan", "pro")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let (_, t) = app.call("GET", &format!("/v1/tenants/{tenant}"), None);
+    assert_eq!(t["plan"], "pro", "{t}");
+    // A key, shown once on the answer page, works, then is revoked.
+    let r = post(
+        &format!("/console/tenants/{tenant}/keys"),
+        &[("csrf", &csrf), ("name", "till-1")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.body.find("tp_tk_").expect("the key on the page");
+    let key = &r.body[at..];
+    let key = key[..key.find('"').expect("end")].to_string();
+    let me = |k: &str| crate::common::call_as(&app.url, Some(k), "GET", "/v1/tenant", None).0;
+    assert_eq!(me(&key), 200);
+    let show = page(&format!("/console/tenants/{tenant}"));
+    assert!(show.body.contains("till-1"), "listed");
+    assert!(!show.body.contains(&key), "never shown again");
+    let at = show.body.find("/keys/").expect("revoke form");
+    let key_id = &show.body[at + 6..];
+    let key_id = key_id[..key_id.find('/').expect("id end")].to_string();
+    let r = post(
+        &format!("/console/tenants/{tenant}/keys/{key_id}/revoke"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(me(&key), 401, "revoked");
+}
