@@ -533,3 +533,67 @@ fn tenant_keys_are_rate_limited_one_by_one() {
         assert_eq!(s, 200, "operators are not limited");
     }
 }
+
+/// A tenant starts a trial of a plan once; an operator may grant another.
+#[test]
+fn one_self_service_trial_per_plan() {
+    let app = App::start();
+    let t = create_tenant(&app, "trial-shop", json!({"plan": "free"}));
+    let k = key(&app, &t);
+    let trial = json!({"plan": "pro", "trial_days": 14});
+    let (s, first) = call_as(
+        &app.url,
+        Some(&k),
+        "POST",
+        "/v1/tenant/plan",
+        Some(trial.clone()),
+    );
+    assert!(s == 200 || s == 202, "{first}");
+    let ends = first["trial_ends_at"].clone();
+    assert!(ends.is_string(), "{first}");
+    // Back to free, then the same trial again: refused, nothing changed.
+    let (s, _) = call_as(
+        &app.url,
+        Some(&k),
+        "POST",
+        "/v1/tenant/plan",
+        Some(json!({"plan": "free"})),
+    );
+    assert_eq!(s, 200);
+    let (s, e) = call_as(
+        &app.url,
+        Some(&k),
+        "POST",
+        "/v1/tenant/plan",
+        Some(trial.clone()),
+    );
+    assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("already had a trial"));
+    let (_, now) = app.call("GET", &format!("/v1/tenants/{t}"), None);
+    assert_eq!(now["plan"], "free", "{now}");
+    // An operator grants another.
+    let (s, e) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{t}"),
+        Some(json!({"trial_days": 30})),
+    );
+    assert_eq!(
+        (s, error_code(&e)),
+        (422, "invalid".to_string()),
+        "trial_days needs a plan: {e}"
+    );
+    let (s, granted) = app.call(
+        "PATCH",
+        &format!("/v1/tenants/{t}"),
+        Some(json!({"plan": "pro", "trial_days": 30})),
+    );
+    assert_eq!(s, 200, "{granted}");
+    assert_eq!(granted["plan"], "pro");
+    assert!(
+        granted["trial_ends_at"].is_string() && granted["trial_ends_at"] != ends,
+        "{granted}"
+    );
+}

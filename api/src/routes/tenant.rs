@@ -73,6 +73,7 @@ pub struct PlanRequest {
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")), request_body = PlanRequest,
     responses((status = 200, body = PlanChange, description = "changed, or already on that plan (nothing queued)"), (status = 202, body = PlanChange, description = "features wait for a migration"),
         (status = 403, body = crate::error::ErrorBody, description = "`tenant_suspended`: a suspended tenant's key reads only"),
+        (status = 409, body = crate::error::ErrorBody, description = "the tenant already had a trial of that plan"),
         (status = 422, body = crate::error::ErrorBody)))]
 #[post("/v1/tenant/plan")]
 pub async fn change_plan(

@@ -114,12 +114,14 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(blocking(move || registry::get(&db, &id)).await?))
 }
 
-/// Changes name, labels, contact e-mail, status (`active`/`suspended`) or plan.
+/// Changes name, labels, contact e-mail, status (`active`/`suspended`) or
+/// plan, with a trial of it if `trial_days` is given (an operator may grant
+/// a tenant a trial it already had).
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
     params(("id" = String, Path, description = "tenant id or slug")),
     request_body = TenantPatch,
     responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)))]
+        (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[patch("/v1/tenants/{id}")]
 pub async fn update(
     state: web::Data<AppState>,
@@ -130,7 +132,13 @@ pub async fn update(
     let (db, snap) = (state.db.clone(), state.flags.snapshot());
     let mut patch = body.into_inner();
     let plan = patch.plan.take();
+    let trial_days = patch.trial_days.take();
     let tenant = blocking(move || {
+        if trial_days.is_some() && plan.is_none() {
+            return Err(tenantplane_control_db::Error::invalid(
+                "trial_days goes with plan: the trial is of that plan",
+            ));
+        }
         // Check the plan before changing anything, so bad input changes nothing.
         if let Some(p) = &plan {
             match snap.plan_by_slug(p) {
@@ -158,7 +166,7 @@ pub async fn update(
         };
         match plan {
             Some(p) => {
-                plans::change(&db, &snap, &op.0, &tenant.id, &p, None)?;
+                plans::change(&db, &snap, &op.0, &tenant.id, &p, trial_days)?;
                 registry::get(&db, &tenant.id)
             }
             None => Ok(tenant),

@@ -65,6 +65,9 @@ pub struct TenantPatch {
     /// A plan slug, applied like a self-serve plan change (an upgrade that
     /// needs a newer schema queues a migration).
     pub plan: Option<String>,
+    /// With `plan`: start a trial of that many days (1 to 365). A tenant
+    /// starts a trial of a plan once; an operator may grant another here.
+    pub trial_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -210,6 +210,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     delivery_attempts,
     idempotency_keys,
     console_sessions,
+    tenant_trials,
 );
 
 diesel::table! {
@@ -394,5 +395,14 @@ diesel::table! {
         revoked_at -> Nullable<Timestamp>,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    tenant_trials (tenant_id, plan_id) {
+        tenant_id -> Text,
+        plan_id -> Text,
+        started_at -> Timestamp,
+        started_by -> Text,
     }
 }

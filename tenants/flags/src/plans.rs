@@ -19,7 +19,7 @@ use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{Error, Result};
 use tenantplane_control_db::outbox::{self, EventKind};
 use tenantplane_control_db::schema::{
-    self, plan_features, plans, rollouts as rollouts_t, tasks, tenants,
+    self, plan_features, plans, rollouts as rollouts_t, tasks, tenant_trials, tenants,
 };
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::validate;
@@ -449,6 +449,9 @@ pub fn change(
         if current.as_deref() == Some(plan_id.as_str()) && trial_ends_at.is_none() {
             return Ok(false);
         }
+        if trial_ends_at.is_some() {
+            record_trial(conn, actor, &t.id, &plan_id, plan_slug)?;
+        }
         diesel::update(tenants::table.find(&t.id))
             .set((
                 tenants::plan_id.eq(Some(&plan_id)),
@@ -533,6 +536,51 @@ pub fn change(
             Vec::new()
         },
     })
+}
+
+/// Records a trial start. A tenant key starts a trial of a plan once
+/// (409 the second time, whatever happened in between); an operator (or
+/// the console) may grant another, which the row then records.
+fn record_trial(
+    conn: &mut ControlConnection,
+    actor: &Actor,
+    tenant_id: &str,
+    plan_id: &str,
+    plan_slug: &str,
+) -> Result<()> {
+    let self_service = actor.id.starts_with("tenant-key:");
+    let earlier: Option<NaiveDateTime> = tenant_trials::table
+        .find((tenant_id, plan_id))
+        .select(tenant_trials::started_at)
+        .first(conn)
+        .optional()?;
+    let now = Utc::now().naive_utc();
+    match earlier {
+        Some(at) if self_service => Err(Error::Conflict(format!(
+            "this tenant already had a trial of '{plan_slug}' (started {}); an operator can grant another",
+            at.format("%Y-%m-%d")
+        ))),
+        Some(_) => {
+            diesel::update(tenant_trials::table.find((tenant_id, plan_id)))
+                .set((
+                    tenant_trials::started_at.eq(now),
+                    tenant_trials::started_by.eq(&actor.id),
+                ))
+                .execute(conn)?;
+            Ok(())
+        }
+        None => {
+            diesel::insert_into(tenant_trials::table)
+                .values((
+                    tenant_trials::tenant_id.eq(tenant_id),
+                    tenant_trials::plan_id.eq(plan_id),
+                    tenant_trials::started_at.eq(now),
+                    tenant_trials::started_by.eq(&actor.id),
+                ))
+                .execute(conn)?;
+            Ok(())
+        }
+    }
 }
 
 /// The open one-tenant upgrade rollout (a plan change's) of this tenant
