@@ -94,11 +94,7 @@ const PG_BALLAST: &str = "INSERT INTO audit_log (action, details, created_at)
     SELECT 'ballast', md5(random()::text) || md5(random()::text) || md5(random()::text), now()
     FROM generate_series(1, 300000) AS i;";
 
-fn create_tenant(app: &App, body: Value) -> String {
-    let (s, t) = app.call("POST", "/v1/tenants", Some(body));
-    assert_eq!(s, 201, "{t}");
-    t["id"].as_str().expect("id").to_string()
-}
+use crate::common::create_tenant;
 
 fn restart(data: &Path, control_db: Option<String>) -> App {
     App::start_with(AppOptions {

@@ -17,24 +17,10 @@ fn simple(id: &str) -> String {
 }
 
 fn create_tenant(app: &App, slug: &str) -> String {
-    let (s, t) = app.call(
-        "POST",
-        "/v1/tenants",
-        Some(json!({"slug": slug, "name": format!("Shop {slug}")})),
-    );
-    assert_eq!(s, 201, "{t}");
-    t["id"].as_str().expect("id").to_string()
+    crate::common::create_tenant(app, json!({"slug": slug, "name": format!("Shop {slug}")}))
 }
 
-fn key(app: &App, tenant: &str) -> String {
-    let (s, k) = app.call(
-        "POST",
-        &format!("/v1/tenants/{tenant}/keys"),
-        Some(json!({"name": "exports"})),
-    );
-    assert_eq!(s, 201, "{k}");
-    k["key"].as_str().expect("key").to_string()
-}
+use crate::common::issue_key as key;
 
 /// Writes into a SQLite tenant's database behind the API's back.
 fn exec(app: &App, tenant_id: &str, sql: &str) {

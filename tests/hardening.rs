@@ -11,20 +11,10 @@ fn create_tenant(app: &App, slug: &str, extra: Value) -> String {
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let (s, t) = app.call("POST", "/v1/tenants", Some(body));
-    assert_eq!(s, 201, "{t}");
-    t["id"].as_str().expect("id").to_string()
+    crate::common::create_tenant(app, body)
 }
 
-fn key(app: &App, tenant: &str) -> String {
-    let (s, k) = app.call(
-        "POST",
-        &format!("/v1/tenants/{tenant}/keys"),
-        Some(json!({"name": "pos"})),
-    );
-    assert_eq!(s, 201, "{k}");
-    k["key"].as_str().expect("key").to_string()
-}
+use crate::common::issue_key as key;
 
 fn nul_and_cursors(app: &App) {
     let t = create_tenant(app, "nul-shop", json!({}));

@@ -272,3 +272,22 @@ pub fn sqlite_control_db(dir: &std::path::Path) -> tenantplane_control_db::Contr
     tenantplane_fleet::servers::ensure_default(&db, dir).expect("default server");
     db
 }
+
+/// Creates a tenant through the API (`body`: the `POST /v1/tenants` body);
+/// returns its id.
+pub fn create_tenant(app: &App, body: Value) -> String {
+    let (s, t) = app.call("POST", "/v1/tenants", Some(body));
+    assert_eq!(s, 201, "{t}");
+    t["id"].as_str().expect("id").to_string()
+}
+
+/// Issues a tenant API key; returns the key.
+pub fn issue_key(app: &App, tenant: &str) -> String {
+    let (s, k) = app.call(
+        "POST",
+        &format!("/v1/tenants/{tenant}/keys"),
+        Some(serde_json::json!({"name": "test"})),
+    );
+    assert_eq!(s, 201, "{k}");
+    k["key"].as_str().expect("key").to_string()
+}
