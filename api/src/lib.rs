@@ -131,6 +131,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::rollouts::resume)
     .service(routes::rollouts::cancel)
     .service(routes::rollouts::retry)
+    .service(routes::rollouts::promote)
     .service(routes::rollouts::events)
     .service(routes::metrics::prometheus)
     .service(routes::plans::list)

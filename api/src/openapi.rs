@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         routes::rollouts::resume,
         routes::rollouts::cancel,
         routes::rollouts::retry,
+        routes::rollouts::promote,
         routes::rollouts::events,
         routes::metrics::prometheus,
         routes::plans::list,

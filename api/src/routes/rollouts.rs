@@ -170,6 +170,19 @@ pub async fn retry(
     control(state, op, id.into_inner(), Control::Retry).await
 }
 
+/// Opens the next wave now: ends the hold of a finished wave (`manual` or
+/// `hold_s`). 409 while the current wave still has open tasks.
+#[utoipa::path(post, path = "/v1/rollouts/{id}/promote", tag = "rollouts", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Rollout), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/v1/rollouts/{id}/promote")]
+pub async fn promote(
+    state: web::Data<AppState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    control(state, op, id.into_inner(), Control::Promote).await
+}
+
 const FINISHED: &[&str] = &["succeeded", "failed", "cancelled"];
 
 /// Server-sent events: `progress` with the rollout whenever it changes, then

@@ -33,6 +33,15 @@ pub struct WaveSpec {
     pub name: Option<String>,
     pub count: Option<u32>,
     pub percent: Option<f64>,
+    /// After this wave finishes, the next one waits this many seconds
+    /// (at most a week) before it opens: time to watch the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 604800)]
+    pub hold_s: Option<u32>,
+    /// After this wave finishes, the next one waits for
+    /// `POST /v1/rollouts/{id}/promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -107,6 +116,28 @@ pub struct TaskCounts {
 pub struct Wave {
     pub name: String,
     pub size: i64,
+    /// The next wave opens this many seconds after this one finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_s: Option<u32>,
+    /// The next wave opens on `POST /v1/rollouts/{id}/promote`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
+/// Why the next wave of a running rollout is not open yet although the
+/// current one finished: its hold.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WaveHold {
+    /// The finished wave that holds.
+    pub wave: String,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub finished_at: NaiveDateTime,
+    /// When the next wave opens by itself; `None` for a manual hold (it
+    /// waits for promote).
+    #[serde(serialize_with = "crate::time::utc_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opens_at: Option<NaiveDateTime>,
 }
 
 /// A rollout as the API shows it.
@@ -139,6 +170,8 @@ pub struct Rollout {
     /// Seconds left at the current rate.
     pub eta_seconds: Option<f64>,
     pub halt_reason: Option<String>,
+    /// Set while the next wave waits for a finished wave's hold.
+    pub hold: Option<WaveHold>,
     pub created_by: String,
     #[serde(serialize_with = "crate::time::utc")]
     #[schema(value_type = String, format = DateTime)]
