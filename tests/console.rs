@@ -900,6 +900,29 @@ fn console_sessions_work_with_a_postgres_control_db() {
         "{}",
         overview.body
     );
+    // The other pages read PostgreSQL too (the audit filter's LIKE … ESCAPE
+    // included).
+    let get = |path: &str| {
+        send(
+            agent()
+                .get(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        )
+    };
+    for path in [
+        "/console/plans",
+        "/console/servers",
+        "/console/schedules",
+        "/console/outbox",
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    let audit = get("/console/audit?action=console.");
+    assert!(audit.body.contains("console.login"), "{}", audit.body);
+    let none = get("/console/audit?action=console_");
+    assert!(!none.body.contains("console.login"), "{}", none.body);
     let out = send(
         agent()
             .post(&format!("{}/console/logout", app.url))
@@ -1149,7 +1172,10 @@ fn the_tenant_page_takes_verifies_and_restores_backups_without_javascript() {
         .iter()
         .map(|b| b["reason"].as_str().unwrap_or("").to_string())
         .collect();
-    assert!(reasons.contains("pre_restore"), "safety backup: {reasons:?}");
+    assert!(
+        reasons.contains("pre_restore"),
+        "safety backup: {reasons:?}"
+    );
     let restored = audited(&app, "tenant.restore");
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert!(
@@ -1167,7 +1193,10 @@ fn the_tenant_page_takes_verifies_and_restores_backups_without_javascript() {
         "{page}"
     );
     assert!(!page.contains(&format!("/console/backups/{fid}/restore")));
-    let r = op.post(&format!("/console/backups/{fid}/restore"), &[("mode", "in_place")]);
+    let r = op.post(
+        &format!("/console/backups/{fid}/restore"),
+        &[("mode", "in_place")],
+    );
     assert_eq!(r.status, 409, "{}", r.body);
     // The overview lists it under "needs attention".
     let overview = op.get("/console").body;
@@ -1211,7 +1240,10 @@ fn the_plans_page_edits_a_plans_features_audited_as_the_session() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(features, BTreeSet::from(["branding", "audit_diff"]));
-    assert_eq!(after["price_cents"], before["price_cents"], "the rest stays");
+    assert_eq!(
+        after["price_cents"], before["price_cents"],
+        "the rest stays"
+    );
     let page = op.get("/console/plans");
     assert!(page.body.contains(r#"id="f-free-audit_diff" checked"#));
     assert!(!page.body.contains(r#"id="f-free-day_end_lock" checked"#));
@@ -1281,7 +1313,10 @@ fn the_read_only_pages_render_accessibly_and_light() {
     let servers = op.get("/console/servers").body;
     let rows = table(&servers, "servers");
     assert!(rows.contains("sqlite") && rows.contains("file"), "{rows}");
-    assert!(rows.contains(r#"<span class="tenant-count">1</span>"#), "{rows}");
+    assert!(
+        rows.contains(r#"<span class="tenant-count">1</span>"#),
+        "{rows}"
+    );
     assert!(!servers.contains("<form method=\"post\" action=\"/console/servers"));
     // Schedules: each with its cron, job and next fire time.
     let (s, v) = app.call(
@@ -1299,8 +1334,14 @@ fn the_read_only_pages_render_accessibly_and_light() {
     }
     let eu = &rows[rows.find(r#"id="schedule-eu-backup""#).expect("eu-backup")..];
     let eu = &eu[..eu.find("</tr>").expect("row end")];
-    assert!(eu.contains("0 2 * * *") && eu.contains("Europe/Berlin"), "{eu}");
-    assert!(eu.contains("02:00 UTC") || eu.contains("01:00 UTC"), "next fire: {eu}");
+    assert!(
+        eu.contains("0 2 * * *") && eu.contains("Europe/Berlin"),
+        "{eu}"
+    );
+    assert!(
+        eu.contains("02:00 UTC") || eu.contains("01:00 UTC"),
+        "next fire: {eu}"
+    );
     assert!(eu.contains("never"), "never ran: {eu}");
     // A failed backup is marked in the fleet-wide list.
     failed_backup(&app, &tenant);
@@ -1324,11 +1365,7 @@ fn the_audit_page_filters_by_tenant_and_action_and_pages_by_cursor() {
             ("PUT", Some(json!({"enabled": i % 2 == 0, "reason": "t"}))),
             ("DELETE", None),
         ] {
-            let (s, r) = app.call(
-                method,
-                &format!("/v1/tenants/{a}/features/branding"),
-                body,
-            );
+            let (s, r) = app.call(method, &format!("/v1/tenants/{a}/features/branding"), body);
             assert!(s < 300, "{s} {r}");
         }
     }
@@ -1371,12 +1408,19 @@ fn the_audit_page_filters_by_tenant_and_action_and_pages_by_cursor() {
     let rows = table(&created, "audit-log");
     assert_eq!(ids(rows).len(), 2, "{rows}");
     assert!(rows.contains(&a) && rows.contains(&b));
-    let mine = op.get(&format!("/console/audit?tenant={b}&action=override")).body;
+    let mine = op
+        .get(&format!("/console/audit?tenant={b}&action=override"))
+        .body;
     assert!(ids(&mine).is_empty(), "{mine}");
     // Bad filters are refused and name the problem.
     assert_eq!(op.get("/console/audit?tenant=nobody").status, 404);
     assert_eq!(op.get("/console/audit?before=x").status, 422);
-    assert_eq!(op.get("/console/audit?action=%25").status, 200);
+    // LIKE's wildcards in the filter match only themselves.
+    for wild in ["%25", "tenant_", "_"] {
+        let r = op.get(&format!("/console/audit?action={wild}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(ids(&r.body).is_empty(), "{wild}: {}", r.body);
+    }
 }
 
 /// A webhook receiver that answers `410 Gone` to the first request and
@@ -1392,8 +1436,7 @@ fn gone_once_receiver() -> (String, std::thread::JoinHandle<()>) {
             // Read the head and the body (Content-Length) before answering.
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(k) = stream.read(&mut chunk) else { break };
+            while let Ok(k) = stream.read(&mut chunk) {
                 if k == 0 {
                     break;
                 }
@@ -1458,7 +1501,10 @@ fn a_dead_delivery_shows_its_attempts_and_is_retried_from_the_console() {
     );
     let outbox = op.get("/console/outbox").body;
     let rows = table(&outbox, "dead-deliveries");
-    assert!(rows.contains(&format!("/console/outbox/{id}/retry")), "{rows}");
+    assert!(
+        rows.contains(&format!("/console/outbox/{id}/retry")),
+        "{rows}"
+    );
     assert!(table(&outbox, "endpoints").contains("disabled"), "{outbox}");
     let detail = op.get(&format!("/console/outbox/{id}")).body;
     let attempts = table(&detail, "attempts");
@@ -1486,7 +1532,10 @@ fn a_dead_delivery_shows_its_attempts_and_is_retried_from_the_console() {
     });
     assert_eq!(done["attempt_log"].as_array().expect("log").len(), 2);
     let detail = op.get(&format!("/console/outbox/{id}")).body;
-    assert!(table(&detail, "attempts").contains("<td>204</td>"), "{detail}");
+    assert!(
+        table(&detail, "attempts").contains("<td>204</td>"),
+        "{detail}"
+    );
     assert_eq!(op.post(&retry, &[]).status, 409, "delivered: not again");
     let retried = audited(&app, "delivery.retry");
     assert_eq!(retried.len(), 1, "{retried:?}");
@@ -1504,7 +1553,8 @@ fn console_sessions_note_last_seen_once_a_minute_and_sweep_expired_ones() {
     let other = Operator::sign_in(&app);
     let mut db = SqliteConnection::establish(&app.data_dir.join("control.db").to_string_lossy())
         .expect("control db");
-    db.batch_execute("PRAGMA busy_timeout = 10000").expect("busy timeout");
+    db.batch_execute("PRAGMA busy_timeout = 10000")
+        .expect("busy timeout");
     let now = chrono::Utc::now().naive_utc();
     let seen = |db: &mut SqliteConnection| -> Vec<(String, chrono::NaiveDateTime)> {
         cs::table

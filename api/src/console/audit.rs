@@ -112,8 +112,16 @@ pub async fn page(
                     None => e.resource_type,
                 },
                 tenant_id: e.tenant_id.unwrap_or_default(),
-                before: e.before_state.as_deref().map(|b| clip(b, 300)).unwrap_or_default(),
-                after: e.after_state.as_deref().map(|a| clip(a, 300)).unwrap_or_default(),
+                before: e
+                    .before_state
+                    .as_deref()
+                    .map(|b| clip(b, 300))
+                    .unwrap_or_default(),
+                after: e
+                    .after_state
+                    .as_deref()
+                    .map(|a| clip(a, 300))
+                    .unwrap_or_default(),
                 from: e.ip_address.unwrap_or_default(),
             })
             .collect(),

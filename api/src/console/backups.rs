@@ -106,7 +106,8 @@ pub async fn take(
         blocking(move || registry::get(&db, &id)).await?
     };
     let tid = tenant.id.clone();
-    let taken = blocking(move || backup::create_by(&db, &*store, &tid, Reason::Manual, &actor)).await;
+    let taken =
+        blocking(move || backup::create_by(&db, &*store, &tid, Reason::Manual, &actor)).await;
     match taken {
         Ok(_) => Ok(back_to(&tenant.id)),
         // The row says `failed` with the whole chain; the page shows it.
@@ -208,9 +209,7 @@ pub async fn restore(
     let actor = s.actor.clone();
     let id = id.into_inner();
     let restored = match form.mode.as_str() {
-        "in_place" => {
-            blocking(move || backup::restore_in_place(&db, &*store, &id, &actor)).await?
-        }
+        "in_place" => blocking(move || backup::restore_in_place(&db, &*store, &id, &actor)).await?,
         "new_tenant" => {
             let slug = form.slug.trim().to_string();
             blocking(move || backup::restore_new_tenant(&db, &*store, &id, &slug, None, &actor))
@@ -226,5 +225,8 @@ pub async fn restore(
     // The tenant's schema version changed (or a tenant was added): the
     // feature snapshot follows, as after the API's restore.
     state.changed().await?;
-    Ok(see_other(&format!("/console/tenants/{}", restored.tenant.id)))
+    Ok(see_other(&format!(
+        "/console/tenants/{}",
+        restored.tenant.id
+    )))
 }

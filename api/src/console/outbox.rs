@@ -59,7 +59,11 @@ impl From<Delivery> for DeliveryLine {
             attempts: d.attempts,
             created: when(d.created_at),
             next: d.next_attempt_at.map(when).unwrap_or_default(),
-            error: d.last_error.as_deref().map(|e| clip(e, 200)).unwrap_or_default(),
+            error: d
+                .last_error
+                .as_deref()
+                .map(|e| clip(e, 200))
+                .unwrap_or_default(),
         }
     }
 }
@@ -195,11 +199,18 @@ pub async fn show(
         .map(|a| AttemptLine {
             attempt: a.attempt,
             started: when(a.started_at),
-            status: a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            status: a
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             latency: format!("{} ms", a.latency_ms),
             outcome: a.outcome,
             error: a.error.unwrap_or_default(),
-            excerpt: a.response_excerpt.as_deref().map(|e| clip(e, 300)).unwrap_or_default(),
+            excerpt: a
+                .response_excerpt
+                .as_deref()
+                .map(|e| clip(e, 300))
+                .unwrap_or_default(),
         })
         .collect();
     html(&DeliveryPage {

@@ -59,7 +59,12 @@ pub async fn list(
                     })
                     .collect(),
                 count: p.features.len(),
-                price: format!("{}.{:02} {}", p.price_cents / 100, p.price_cents % 100, p.currency),
+                price: format!(
+                    "{}.{:02} {}",
+                    p.price_cents / 100,
+                    p.price_cents % 100,
+                    p.currency
+                ),
                 fallback: p.fallback.unwrap_or_else(|| "-".into()),
                 active: p.active,
                 slug: p.slug,

@@ -67,7 +67,9 @@ pub async fn page(
     let (lines, page, slugs) = blocking(move || {
         let mut lines = Vec::new();
         for sc in schedules::list(&db)? {
-            let last = schedules::list_runs(&db, &sc.name, 1, None)?.into_iter().next();
+            let last = schedules::list_runs(&db, &sc.name, 1, None)?
+                .into_iter()
+                .next();
             lines.push((sc, last));
         }
         let page = backup::list(&db, &filter)?;
@@ -97,16 +99,16 @@ pub async fn page(
                     (
                         when(r.fire_at),
                         outcome,
-                        r.job_error.as_deref().map(|e| clip(e, 200)).unwrap_or_default(),
+                        r.job_error
+                            .as_deref()
+                            .map(|e| clip(e, 200))
+                            .unwrap_or_default(),
                         bad,
                     )
                 }
             };
             ScheduleLine {
-                next: sc
-                    .next_fire_at
-                    .map(when)
-                    .unwrap_or_else(|| "never".into()),
+                next: sc.next_fire_at.map(when).unwrap_or_else(|| "never".into()),
                 name: sc.name,
                 cron: sc.cron,
                 timezone: sc.timezone,
