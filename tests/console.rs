@@ -756,7 +756,7 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
     let (s, r) = app.call(
         "POST",
         "/v1/rollouts",
-        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}})),
+        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}, "backup": true})),
     );
     assert_eq!(s, 201, "{r}");
     let id = r["id"].as_str().expect("id").to_string();
@@ -818,6 +818,17 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
             .collect::<Vec<_>>()
     };
     assert_eq!(tasks("error=expense_categories"), vec![1, 2]);
+    // A failed task links to restoring its tenant's pre-migration backup.
+    let failed = send(
+        agent()
+            .get(&format!("{}/console/rollouts/{id}?state=failed", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    let links = table(&failed.body, "tasks")
+        .matches("restore-task-backup")
+        .count();
+    assert_eq!(links, 2, "{}", failed.body);
     assert_eq!(tasks("state=succeeded&wave=1"), vec![0, 3]);
     assert_eq!(tasks("state=failed&wave=2"), Vec::<i32>::new());
     assert_eq!(tasks(""), vec![0, 1, 2, 3]);
@@ -1176,13 +1187,39 @@ fn the_tenant_page_takes_verifies_and_restores_backups_without_javascript() {
         reasons.contains("pre_restore"),
         "safety backup: {reasons:?}"
     );
+    // Or as a new tenant: the original stays as it is.
+    let r = op.post(&restore, &[("mode", "new_tenant"), ("slug", "Not A Slug")]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    tenant_db(&app, &tenant)
+        .batch_execute("INSERT INTO shop_profile (name) VALUES ('original only')")
+        .expect("insert");
+    let r = op.post(&restore, &[("mode", "new_tenant"), ("slug", "backup-copy")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let (s, copy) = app.call("GET", "/v1/tenants/backup-copy", None);
+    assert_eq!(s, 200, "{copy}");
+    let copy = copy["id"].as_str().expect("id").to_string();
+    assert_eq!(r.location, Some(format!("/console/tenants/{copy}")));
+    assert_eq!(shop_names(&app, &copy), ["kept"]);
+    assert_eq!(shop_names(&app, &tenant), ["kept", "original only"]);
+    // Both audited with the console session as actor.
     let restored = audited(&app, "tenant.restore");
-    assert_eq!(restored.len(), 1, "{restored:?}");
-    assert!(
-        restored[0]["actor"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("console:")),
-        "{restored:?}"
+    let modes: BTreeSet<String> = restored
+        .iter()
+        .map(|e| {
+            assert!(
+                e["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("console:")),
+                "{e}"
+            );
+            let after: Value =
+                serde_json::from_str(e["after_state"].as_str().expect("after")).expect("json");
+            after["mode"].as_str().expect("mode").to_string()
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        BTreeSet::from(["in_place".into(), "new_tenant".into()])
     );
     // A backup that is not usable shows as failed, with no restore button,
     // and cannot be restored.
