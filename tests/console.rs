@@ -1380,6 +1380,7 @@ fn the_read_only_pages_render_accessibly_and_light() {
         "next fire: {eu}"
     );
     assert!(eu.contains("never"), "never ran: {eu}");
+    assert!(page.contains(r#"id="no-dead-jobs""#), "{page}");
     // A failed backup is marked in the fleet-wide list.
     failed_backup(&app, &tenant);
     let page = op.get("/console/schedules").body;
@@ -1543,6 +1544,12 @@ fn a_dead_delivery_shows_its_attempts_and_is_retried_from_the_console() {
         "{rows}"
     );
     assert!(table(&outbox, "endpoints").contains("disabled"), "{outbox}");
+    // Its job is dead too, listed on the schedules page.
+    let jobs = op.get("/console/schedules").body;
+    assert!(
+        table(&jobs, "dead-jobs").contains("notify.deliver"),
+        "{jobs}"
+    );
     let detail = op.get(&format!("/console/outbox/{id}")).body;
     let attempts = table(&detail, "attempts");
     assert!(attempts.contains("<td>410</td>"), "{attempts}");

@@ -1,11 +1,14 @@
 //! Schedules and backups, fleet-wide: each schedule with its next fire time
-//! and its last run's outcome, and the recent backups of every tenant with
-//! the failed ones marked (filterable by state, paged by cursor).
+//! and its last run's outcome, the newest dead jobs of any kind, and the
+//! recent backups of every tenant with the failed ones marked (filterable
+//! by state, paged by cursor).
 
 use actix_web::{get, web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 use tenantplane_backup::{self as backup, BackupFilter};
+use tenantplane_control_db::states::JobState;
+use tenantplane_jobs::queue::{self, JobFilter};
 use tenantplane_jobs::schedules;
 
 use super::backups::{clip, when, BackupLine};
@@ -30,6 +33,15 @@ pub struct ScheduleLine {
     bad: bool,
 }
 
+/// A job that ran out of attempts (or failed for good).
+pub struct JobLine {
+    id: i64,
+    kind: String,
+    attempts: String,
+    finished: String,
+    error: String,
+}
+
 #[derive(Deserialize, Default)]
 pub struct Query {
     /// A backup state, empty for all.
@@ -44,6 +56,7 @@ pub struct Query {
 struct SchedulesPage {
     layout: Layout,
     schedules: Vec<ScheduleLine>,
+    dead_jobs: Vec<JobLine>,
     backups: Vec<(BackupLine, String)>,
     state: String,
     next: Option<String>,
@@ -64,7 +77,7 @@ pub async fn page(
         limit: Some(50),
         cursor: Some(q.cursor.clone()).filter(|c| !c.is_empty()),
     };
-    let (lines, page, slugs) = blocking(move || {
+    let (lines, dead, page, slugs) = blocking(move || {
         let mut lines = Vec::new();
         for sc in schedules::list(&db)? {
             let last = schedules::list_runs(&db, &sc.name, 1, None)?
@@ -72,6 +85,14 @@ pub async fn page(
                 .next();
             lines.push((sc, last));
         }
+        let dead = queue::list(
+            &db,
+            &JobFilter {
+                state: Some(JobState::Dead),
+                limit: 20,
+                ..JobFilter::default()
+            },
+        )?;
         let page = backup::list(&db, &filter)?;
         // Tenant slugs for the backups shown (deleted tenants included).
         let mut conn = db.conn()?;
@@ -82,7 +103,7 @@ pub async fn page(
                 .unwrap_or_else(|_| b.tenant_id.clone());
             slugs.push(slug);
         }
-        Ok((lines, page, slugs))
+        Ok((lines, dead, page, slugs))
     })
     .await?;
     let schedules = lines
@@ -131,6 +152,20 @@ pub async fn page(
         layout: Layout::new("Schedules and backups", Some(s.csrf()), "schedules"),
         failed: backups.iter().filter(|(b, _)| b.state == "failed").count(),
         schedules,
+        dead_jobs: dead
+            .into_iter()
+            .map(|j| JobLine {
+                id: j.id,
+                attempts: format!("{}/{}", j.attempts, j.max_attempts),
+                finished: j.finished_at.map(when).unwrap_or_default(),
+                error: j
+                    .last_error
+                    .as_deref()
+                    .map(|e| clip(e, 300))
+                    .unwrap_or_default(),
+                kind: j.kind,
+            })
+            .collect(),
         backups,
         state: q.state,
         next: page.next_cursor,
