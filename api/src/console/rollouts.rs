@@ -428,6 +428,11 @@ pub struct TaskLine {
     duration: String,
     /// Why a pending task waits.
     waiting: String,
+    /// The task's `pre_migration` backup (rollouts with `backup`), empty
+    /// when none was taken: the page links to restoring it.
+    backup: String,
+    /// The tenant was restored from that backup after failing for good.
+    restored: bool,
 }
 
 fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
@@ -457,6 +462,8 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
         error_version: t.error_version.unwrap_or_default(),
         duration: t.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
         waiting,
+        backup: t.backup_id.unwrap_or_default(),
+        restored: t.restored,
     }
 }
 
