@@ -43,8 +43,10 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// running, paused, halted, succeeded, failed or cancelled
+    #[param(pattern = "^(running|paused|halted|succeeded|failed|cancelled)$")]
     pub state: Option<String>,
     /// 1 to 500, default 50
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -81,9 +83,13 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct TasksQuery {
     /// pending, running, succeeded, failed, skipped or cancelled
+    #[param(pattern = "^(pending|running|succeeded|failed|skipped|cancelled)$")]
     pub state: Option<String>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 

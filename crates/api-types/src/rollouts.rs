@@ -30,8 +30,11 @@ pub struct Selector {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaveSpec {
+    #[schema(max_length = 64)]
     pub name: Option<String>,
+    #[schema(minimum = 1)]
     pub count: Option<u32>,
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub percent: Option<f64>,
     /// After this wave finishes, the next one waits this many seconds
     /// (at most a week) before it opens: time to watch the canary.
@@ -66,19 +69,27 @@ pub struct FailureBudget {
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// `head`, `phase:N` or `version:V`; older than a tenant's version = rollback.
+    #[schema(
+        pattern = "^(head|none|phase:[0-9]{1,3}|version:[0-9]{1,20})$",
+        example = "head"
+    )]
     pub target: String,
     pub selector: Selector,
     /// Waves in order; tenants left over form a last wave `rest`.
     pub waves: Option<Vec<WaveSpec>>,
     /// Tenants migrated at once across all workers (default 8).
+    #[schema(minimum = 1, maximum = 1024)]
     pub concurrency: Option<u32>,
     /// Tenants migrated at once per database server (default: `concurrency`).
+    #[schema(minimum = 1, maximum = 1024)]
     pub per_server_concurrency: Option<u32>,
     /// Attempts per tenant for transient errors (default 5).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Exponential backoff with full jitter (default 500 ms .. 30 s).
     pub backoff: Option<Backoff>,
     /// Statement timeout per tenant, seconds (default 300).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<u32>,
     /// Default: halt above 10 % failed.
     pub failure_budget: Option<FailureBudget>,
@@ -87,6 +98,7 @@ pub struct RolloutRequest {
     /// Return the plan and change nothing.
     pub dry_run: Option<bool>,
     /// Higher runs first (plan upgrades use 100; default 0).
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// Back each tenant up (a `pre_migration` backup) inside its task just
     /// before migrating it. A tenant whose backup cannot be taken is not

@@ -263,13 +263,9 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
             let mut state = RunState::new(opts, true);
             let result = c.exclusive_transaction(|c| {
                 state.entered = true;
-                state.body(
-                    c,
-                    &TENANT_SQLITE,
-                    opts,
-                    history,
-                    |c, v| probes::run(ProbeConn::Sqlite(c), v),
-                )
+                state.body(c, &TENANT_SQLITE, opts, history, |c, v| {
+                    probes::run(ProbeConn::Sqlite(c), v)
+                })
             });
             state.finish(result)
         }
@@ -295,13 +291,9 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
                     "SET LOCAL statement_timeout = {}",
                     opts.timeout.as_millis().max(1)
                 ))?;
-                state.body(
-                    c,
-                    &TENANT_POSTGRES,
-                    opts,
-                    history,
-                    |c, v| probes::run(ProbeConn::Postgres(c), v),
-                )
+                state.body(c, &TENANT_POSTGRES, opts, history, |c, v| {
+                    probes::run(ProbeConn::Postgres(c), v)
+                })
             });
             state.finish(result)
         }
