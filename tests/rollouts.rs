@@ -735,6 +735,21 @@ fn a_locked_sqlite_tenant_is_migrated_after_retries() {
         task["attempts"].as_u64().unwrap_or(0) >= 2,
         "migrated after a retry: {task}"
     );
+    // Every attempt is in the task's history: the retries with their
+    // error, then the success.
+    let history = task["history"].as_array().expect("history");
+    assert_eq!(
+        history.len() as u64,
+        task["attempts"].as_u64().unwrap_or(0),
+        "{task}"
+    );
+    let (last, retries) = history.split_last().expect("attempts");
+    assert_eq!(last["outcome"], "succeeded", "{task}");
+    assert!(
+        retries.iter().all(|a| a["outcome"] == "retry"
+            && a["error"].as_str().is_some_and(|e| e.contains("locked"))),
+        "{task}"
+    );
     assert_eq!(sqlite_applied(&tenant_dir(&app), &id), all_versions());
 }
 

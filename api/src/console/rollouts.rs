@@ -433,6 +433,8 @@ pub struct TaskLine {
     backup: String,
     /// The tenant was restored from that backup after failing for good.
     restored: bool,
+    /// Each finished attempt: "#1 retry 120 ms: 20261125020100 …".
+    history: Vec<String>,
 }
 
 fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
@@ -444,7 +446,13 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
     } else if r.state == "halted" {
         "rollout halted (failure budget)".into()
     } else if t.wave > r.current_wave {
-        format!("wave {} not open", t.wave + 1)
+        match &r.hold {
+            Some(h) => match h.opens_at {
+                Some(at) => format!("wave {} held until {}", h.wave, at.format("%H:%M:%S UTC")),
+                None => format!("wave {} held: waiting for promote", h.wave),
+            },
+            None => format!("wave {} not open", t.wave + 1),
+        }
     } else if t.next_attempt_at > now {
         format!("backoff until {}", t.next_attempt_at.format("%H:%M:%S UTC"))
     } else {
@@ -464,6 +472,17 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
         waiting,
         backup: t.backup_id.unwrap_or_default(),
         restored: t.restored,
+        history: t
+            .history
+            .iter()
+            .map(|a| {
+                let mut line = format!("#{} {} in {} ms", a.attempt, a.outcome, a.duration_ms);
+                if let Some(e) = &a.error {
+                    line += &format!(": {} {e}", a.error_version.as_deref().unwrap_or(""));
+                }
+                line
+            })
+            .collect(),
     }
 }
 

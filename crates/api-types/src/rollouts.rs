@@ -256,6 +256,26 @@ pub struct TaskView {
     /// means no restore happened; `last_error` then says why when one was
     /// asked for (nothing to undo, or the restore itself failed).
     pub restored: bool,
+    /// Every finished attempt, oldest first.
+    pub history: Vec<TaskAttempt>,
+}
+
+/// One finished attempt of a task.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskAttempt {
+    pub attempt: i32,
+    pub worker: String,
+    /// `succeeded`, `retry` (a transient error; the task went back to
+    /// pending) or `failed`
+    pub outcome: String,
+    pub error: Option<String>,
+    /// The migration version that failed, when one did.
+    pub error_version: Option<String>,
+    pub reached_version: Option<String>,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: NaiveDateTime,
+    pub duration_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

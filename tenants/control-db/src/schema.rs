@@ -213,6 +213,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     console_sessions,
     tenant_trials,
+    rollout_counters,
+    task_attempts,
 );
 
 diesel::table! {
@@ -419,3 +421,21 @@ diesel::table! {
         last_finished_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    task_attempts (id) {
+        id -> BigInt,
+        task_id -> BigInt,
+        attempt -> Integer,
+        worker -> Text,
+        outcome -> Text,
+        error -> Nullable<Text>,
+        error_version -> Nullable<Text>,
+        reached_version -> Nullable<Text>,
+        started_at -> Timestamp,
+        finished_at -> Timestamp,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::joinable!(task_attempts -> tasks (task_id));

@@ -14,7 +14,9 @@ use tenantplane_migrations::StepDirection;
 use crate::rollouts::advance;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::Result;
-use tenantplane_control_db::schema::{migration_runs, rollouts as rollouts_t, tasks, tenants};
+use tenantplane_control_db::schema::{
+    migration_runs, rollouts as rollouts_t, task_attempts, tasks, tenants,
+};
 
 /// A task a worker holds the lease of, with what it needs to run it.
 #[derive(Debug, Clone, QueryableByName)]
@@ -286,6 +288,40 @@ fn record_runs(
     Ok(())
 }
 
+/// One row in `task_attempts` for this attempt: its outcome, error and
+/// duration, kept after the task's own columns move on to the next attempt.
+fn record_attempt(
+    conn: &mut ControlConnection,
+    worker: &str,
+    task: &ClaimedTask,
+    outcome: &Outcome,
+    now: NaiveDateTime,
+    ms: i64,
+) -> Result<()> {
+    let result = match &outcome.error {
+        None => "succeeded",
+        Some(err) if retried(task, err) => "retry",
+        Some(_) => "failed",
+    };
+    let started = now - chrono::Duration::milliseconds(ms);
+    diesel::insert_into(task_attempts::table)
+        .values((
+            task_attempts::task_id.eq(task.id),
+            task_attempts::attempt.eq(task.attempts),
+            task_attempts::worker.eq(worker),
+            task_attempts::outcome.eq(result),
+            task_attempts::error.eq(outcome.error.as_ref().map(|e| e.message.as_str())),
+            task_attempts::error_version
+                .eq(outcome.error.as_ref().and_then(|e| e.version.as_deref())),
+            task_attempts::reached_version.eq(outcome.reached.as_deref()),
+            task_attempts::started_at.eq(started),
+            task_attempts::finished_at.eq(now),
+            task_attempts::duration_ms.eq(ms),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Records the outcome of a task this worker holds. The tenant's
 /// `schema_version` follows what the tenant database durably reached.
 /// `backup_id` is the pre-migration backup this attempt took or reused
@@ -334,6 +370,7 @@ pub fn complete(
         }
         record_runs(conn, worker, task, outcome, was.as_deref(), now)?;
         let ms = duration.as_millis() as i64;
+        record_attempt(conn, worker, task, outcome, now, ms)?;
         match &outcome.error {
             None => {
                 diesel::update(tasks::table.find(task.id))

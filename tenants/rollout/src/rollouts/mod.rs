@@ -29,7 +29,7 @@ pub use read::{
 };
 pub use tenantplane_api_types::rollouts::{
     Backoff, FailureBudget, PlannedTask, Rollout, RolloutPlan, RolloutRequest, Selector,
-    TaskCounts, TaskPage, TaskView, Wave, WaveHold, WaveSpec,
+    TaskAttempt, TaskCounts, TaskPage, TaskView, Wave, WaveHold, WaveSpec,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -2,13 +2,14 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use tenantplane_control_db::schema::{rollouts, tasks, tenants};
+use tenantplane_control_db::schema::{rollouts, task_attempts, tasks, tenants};
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::ControlBackend;
 
 use super::counters::Progress;
 use super::{
-    Backoff, FailureBudget, Rollout, RolloutRow, TaskCounts, TaskPage, TaskView, Wave, WaveHold,
+    Backoff, FailureBudget, Rollout, RolloutRow, TaskAttempt, TaskCounts, TaskPage, TaskView, Wave,
+    WaveHold,
 };
 use tenantplane_control_db::{ControlConnection, ControlDb, Error, Result};
 
@@ -183,7 +184,70 @@ fn task_view(r: TaskRow) -> TaskView {
         duration_ms,
         backup_id,
         restored,
+        history: Vec::new(),
     }
+}
+
+/// Fills in each task's finished attempts (one query for the page).
+fn with_history(conn: &mut ControlConnection, items: &mut [TaskView]) -> Result<()> {
+    let ids: Vec<i64> = items.iter().map(|t| t.id).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    type Row = (
+        i64,
+        i32,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        NaiveDateTime,
+        i64,
+    );
+    let rows: Vec<Row> = task_attempts::table
+        .filter(task_attempts::task_id.eq_any(&ids))
+        .order(task_attempts::id.asc())
+        .select((
+            task_attempts::task_id,
+            task_attempts::attempt,
+            task_attempts::worker,
+            task_attempts::outcome,
+            task_attempts::error,
+            task_attempts::error_version,
+            task_attempts::reached_version,
+            task_attempts::started_at,
+            task_attempts::duration_ms,
+        ))
+        .load(conn)?;
+    let mut by_task: std::collections::HashMap<i64, Vec<TaskAttempt>> = Default::default();
+    for (
+        task_id,
+        attempt,
+        worker,
+        outcome,
+        error,
+        error_version,
+        reached_version,
+        started_at,
+        duration_ms,
+    ) in rows
+    {
+        by_task.entry(task_id).or_default().push(TaskAttempt {
+            attempt,
+            worker,
+            outcome,
+            error,
+            error_version,
+            reached_version,
+            started_at,
+            duration_ms,
+        });
+    }
+    for t in items.iter_mut() {
+        t.history = by_task.remove(&t.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Which tasks a page shows.
@@ -279,5 +343,6 @@ pub fn tasks_page_where(
     } else {
         None
     };
+    with_history(&mut conn, &mut items)?;
     Ok(TaskPage { items, next_cursor })
 }
