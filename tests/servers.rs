@@ -211,8 +211,12 @@ fn moving_a_sqlite_tenant_keeps_every_row_and_its_version() {
         .as_array()
         .and_then(|a| a.iter().find(|e| e["action"] == "tenant.move").cloned())
         .expect("tenant.move audited");
-    assert_eq!(entry["before"]["server"], "default", "{entry}");
-    assert_eq!(entry["after"]["server"], "second", "{entry}");
+    let state = |k: &str| -> Value {
+        serde_json::from_str(entry[k].as_str().unwrap_or("null")).expect("audit state")
+    };
+    assert_eq!(state("before_state")["server"], "default", "{entry}");
+    assert_eq!(state("after_state")["server"], "second", "{entry}");
+    assert_eq!(state("after_state")["schema_version"], version, "{entry}");
 
     // A migration reaches the tenant where it is now.
     let (s, r) = app.call(
@@ -346,16 +350,9 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
         Some(json!({"server": "second"})),
     );
     assert_eq!(s, 202, "{m}");
-    // Kill once the move's backup is stored: it is copying to the target.
-    wait_for("the move's backup", LONG, || {
-        diesel::sql_query(
-            "SELECT count(*) AS n FROM backups WHERE tenant_id = ? AND state = 'completed'",
-        )
-        .bind::<Text, _>(&id)
-        .get_result::<Count>(&mut control(&data))
-        .ok()
-        .filter(|c| c.n > 0)
-    });
+    // Kill once the copy on the target has begun: writing and checking it
+    // take a second or more (the ballast), the switch comes after.
+    wait_for("the copy on the target", LONG, || target.exists().then_some(()));
     app.child.kill().expect("SIGKILL");
     app.child.wait().expect("reap");
 
@@ -364,6 +361,11 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
     let on = tenant_server_in_control(&data, &id);
     assert!(on == default || on == second, "{on}");
     let served = if on == default { &source } else { &target };
+    eprintln!(
+        "killed with the tenant on {}, target copy present: {}",
+        if on == default { "the source" } else { "the target" },
+        target.exists()
+    );
     assert_eq!(sqlite_content(served), before, "the served copy is whole");
 
     // The retry finishes the move and leaves one copy.

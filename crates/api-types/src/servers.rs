@@ -93,9 +93,7 @@ pub struct DrainView {
     pub moved: i64,
     /// Live tenants still on the server.
     pub remaining: i64,
-    /// Tenants the last pass could not move (no room elsewhere, a failed
-    /// copy); the job retries them.
-    pub failed: i64,
-    /// The last failed attempt's error, if any.
+    /// The last failed pass's error (tenants that could not move: no room
+    /// elsewhere, a failed copy; the job retries them), if any.
     pub last_error: Option<String>,
 }

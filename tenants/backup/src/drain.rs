@@ -93,7 +93,8 @@ fn drain(
             .order((tenants::created_at.asc(), tenants::id.asc()))
             .select(tenants::id)
             .first(&mut conn)
-            .optional()?;
+            .optional()
+            .map_err(Error::from)?;
         let Some(tenant_id) = next else { break };
         let outcome = target_for(&mut conn, &server).and_then(|target| {
             drop(conn);

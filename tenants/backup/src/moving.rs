@@ -263,7 +263,8 @@ pub fn latest_move(db: &ControlDb, tenant: &str) -> Result<MoveStatus> {
 enum SourceLock {
     /// A transaction holding the SQLite file's write lock.
     Sqlite(TenantConnection),
-    Pg(TenantLock),
+    /// Held until dropped.
+    Pg { _lock: TenantLock },
 }
 
 impl SourceLock {
@@ -289,7 +290,7 @@ impl SourceLock {
                     .map_err(|e| e.for_tenant(slug, "locating the tenant failed"))?;
                 let lock = TenantLock::acquire(&place.url, lock_key(tenant_id), LOCK_WAIT)
                     .map_err(|e| e.for_tenant(slug, "locking the tenant for its move"))?;
-                Ok(SourceLock::Pg(lock))
+                Ok(SourceLock::Pg { _lock: lock })
             }
         }
     }
@@ -546,4 +547,44 @@ fn switch(
             },
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, isolation: &str) -> DatabaseServer {
+        DatabaseServer {
+            id: url.to_string(),
+            name: url.to_string(),
+            kind: if url.starts_with("sqlite") { "sqlite" } else { "postgres" }.to_string(),
+            url: url.to_string(),
+            isolation: isolation.to_string(),
+            capacity: 10,
+            status: "active".to_string(),
+            created_at: Utc::now().naive_utc(),
+        }
+    }
+
+    #[test]
+    fn servers_that_would_share_a_place_are_told_apart() {
+        let t = "0b9e7a4e-2f55-4c39-9a0e-1f2d3c4b5a69";
+        let place = |url: &str, iso: &str| physical(&location_on(&server(url, iso), t).unwrap());
+        // Database isolation: the tenant's database is named after it on the
+        // cluster, whatever database the server's URL names.
+        assert_eq!(
+            place("postgres://u@h:5432/a", "database"),
+            place("postgres://v:pw@H/b?sslmode=require", "database")
+        );
+        assert_ne!(
+            place("postgres://h/a", "database"),
+            place("postgres://h:5433/a", "database")
+        );
+        // Schema isolation: one schema per database.
+        assert_ne!(place("postgres://h/a", "schema"), place("postgres://h/b", "schema"));
+        assert_ne!(place("postgres://h/a", "schema"), place("postgres://h/a", "database"));
+        assert_ne!(place("sqlite:///x", "file"), place("sqlite:///y", "file"));
+        assert!(compatible(ServerKind::PgSchema, ServerKind::PgDatabase));
+        assert!(!compatible(ServerKind::Sqlite, ServerKind::PgSchema));
+    }
 }
