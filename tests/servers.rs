@@ -192,7 +192,10 @@ fn moving_a_sqlite_tenant_keeps_every_row_and_its_version() {
     assert_eq!(done["to_server"], server_id(&app, "second"), "{done}");
     assert_eq!(server_of(&app, &id), server_id(&app, "second"));
     assert_eq!(sqlite_content(&target), before, "every row and the version");
-    assert!(!source.exists(), "the source is dropped once the target is verified");
+    assert!(
+        !source.exists(),
+        "the source is dropped once the target is verified"
+    );
     let (_, t) = app.call("GET", &format!("/v1/tenants/{id}"), None);
     assert_eq!(t["schema_version"], version);
     let (_, servers) = app.call("GET", "/v1/servers", None);
@@ -243,7 +246,11 @@ fn moving_a_sqlite_tenant_keeps_every_row_and_its_version() {
         (json!({"server": "nowhere"}), 422),
         (json!({"nope": 1}), 400),
     ] {
-        let (s, e) = app.call("POST", &format!("/v1/tenants/{id}/move"), Some(body.clone()));
+        let (s, e) = app.call(
+            "POST",
+            &format!("/v1/tenants/{id}/move"),
+            Some(body.clone()),
+        );
         assert_eq!(s, status, "{body}: {e}");
         error_code(&e);
     }
@@ -255,8 +262,14 @@ fn moving_a_postgres_tenant_to_another_database_keeps_every_row() {
     let Some(a) = TestPg::new() else { return };
     let Some(b) = TestPg::new() else { return };
     let app = App::start();
-    add_server(&app, json!({"name": "pg-a", "kind": "postgres", "url": a.url()}));
-    add_server(&app, json!({"name": "pg-b", "kind": "postgres", "url": b.url()}));
+    add_server(
+        &app,
+        json!({"name": "pg-a", "kind": "postgres", "url": a.url()}),
+    );
+    add_server(
+        &app,
+        json!({"name": "pg-b", "kind": "postgres", "url": b.url()}),
+    );
     add_server(
         &app,
         json!({"name": "pg-own", "kind": "postgres", "url": a.url(), "isolation": "database"}),
@@ -275,7 +288,10 @@ fn moving_a_postgres_tenant_to_another_database_keeps_every_row() {
     move_and_wait(&app, &id, "pg-b");
     assert_eq!(server_of(&app, &id), server_id(&app, "pg-b"));
     assert_eq!(pg_content(&b.url(), &schema), before);
-    assert!(!pg_schema_exists(&a.url(), &schema), "the source schema is dropped");
+    assert!(
+        !pg_schema_exists(&a.url(), &schema),
+        "the source schema is dropped"
+    );
 
     // → a database of its own (database isolation), in `public`.
     move_and_wait(&app, &id, "pg-own");
@@ -334,7 +350,10 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
         json!({"name": "second", "kind": "sqlite", "url": format!("sqlite://{}", target_dir.display())}),
     );
     let default = server_id(&app, "default");
-    let id = create_tenant(&app, json!({"slug": "heavy", "name": "Heavy", "server": "default"}));
+    let id = create_tenant(
+        &app,
+        json!({"slug": "heavy", "name": "Heavy", "server": "default"}),
+    );
     let source = data.join("tenants").join(format!("{}.db", file_name(&id)));
     let target = target_dir.join(format!("{}.db", file_name(&id)));
     SqliteConnection::establish(&source.to_string_lossy())
@@ -352,7 +371,9 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
     assert_eq!(s, 202, "{m}");
     // Kill once the copy on the target has begun: writing and checking it
     // take a second or more (the ballast), the switch comes after.
-    wait_for("the copy on the target", LONG, || target.exists().then_some(()));
+    wait_for("the copy on the target", LONG, || {
+        target.exists().then_some(())
+    });
     app.child.kill().expect("SIGKILL");
     app.child.wait().expect("reap");
 
@@ -363,7 +384,11 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
     let served = if on == default { &source } else { &target };
     eprintln!(
         "killed with the tenant on {}, target copy present: {}",
-        if on == default { "the source" } else { "the target" },
+        if on == default {
+            "the source"
+        } else {
+            "the target"
+        },
         target.exists()
     );
     assert_eq!(sqlite_content(served), before, "the served copy is whole");
@@ -411,12 +436,19 @@ fn draining_a_server_empties_it_while_features_keep_answering() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let checker = {
-        let (url, ids, stop, answered) = (app.url.clone(), ids.clone(), stop.clone(), answered.clone());
+        let (url, ids, stop, answered) =
+            (app.url.clone(), ids.clone(), stop.clone(), answered.clone());
         std::thread::spawn(move || {
             let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 for id in &ids {
-                    let (s, f) = call_as(&url, Some(TOKEN), "GET", &format!("/v1/tenants/{id}/features"), None);
+                    let (s, f) = call_as(
+                        &url,
+                        Some(TOKEN),
+                        "GET",
+                        &format!("/v1/tenants/{id}/features"),
+                        None,
+                    );
                     if s != 200 {
                         failures.push(format!("{id}: {s} {f}"));
                     }
@@ -437,16 +469,26 @@ fn draining_a_server_empties_it_while_features_keep_answering() {
         let (s, d) = app.call("GET", "/v1/servers/old/drain", None);
         assert_eq!(s, 200, "{d}");
         assert_ne!(d["state"], "dead", "{d}");
-        let (moved, remaining) = (d["moved"].as_i64().unwrap_or(-1), d["remaining"].as_i64().unwrap_or(-1));
+        let (moved, remaining) = (
+            d["moved"].as_i64().unwrap_or(-1),
+            d["remaining"].as_i64().unwrap_or(-1),
+        );
         assert_eq!(moved + remaining, 50, "{d}");
         seen_progress |= moved > 0 && remaining > 0;
         (d["state"] == "succeeded").then_some(d)
     });
     stop.store(true, Ordering::SeqCst);
     let failures = checker.join().expect("checker");
-    assert!(failures.is_empty(), "feature evaluation failed during the drain: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "feature evaluation failed during the drain: {failures:?}"
+    );
     assert!(answered.load(Ordering::SeqCst) >= 50);
-    assert_eq!((done["moved"].clone(), done["remaining"].clone()), (json!(50), json!(0)), "{done}");
+    assert_eq!(
+        (done["moved"].clone(), done["remaining"].clone()),
+        (json!(50), json!(0)),
+        "{done}"
+    );
     let _ = seen_progress; // progress is polled, not guaranteed to be caught mid-way
 
     let default = server_id(&app, "default");
@@ -458,10 +500,17 @@ fn draining_a_server_empties_it_while_features_keep_answering() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert!(left.is_empty(), "nothing left on the drained server: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing left on the drained server: {left:?}"
+    );
 
     // Empty now: it can be retired.
-    let (s, srv) = app.call("PATCH", &format!("/v1/servers/{old}"), Some(json!({"status": "retired"})));
+    let (s, srv) = app.call(
+        "PATCH",
+        &format!("/v1/servers/{old}"),
+        Some(json!({"status": "retired"})),
+    );
     assert_eq!((s, srv["status"].clone()), (200, json!("retired")), "{srv}");
     let (s, e) = app.call("POST", "/v1/servers/old/drain", None);
     assert_eq!(s, 409, "{e}");
@@ -475,7 +524,10 @@ fn patching_servers_validates_and_draining_servers_take_no_tenants() {
         &app,
         json!({"name": "spare", "kind": "sqlite", "url": format!("sqlite://{}", spare.path().display()), "capacity": 5}),
     );
-    let t = create_tenant(&app, json!({"slug": "resident", "name": "R", "server": "default"}));
+    let t = create_tenant(
+        &app,
+        json!({"slug": "resident", "name": "R", "server": "default"}),
+    );
 
     for (body, status) in [
         (json!({"status": "paused"}), 422),
@@ -492,22 +544,46 @@ fn patching_servers_validates_and_draining_servers_take_no_tenants() {
     assert_eq!(s, 404, "{e}");
 
     // Retiring a server with a live tenant is refused, and changes nothing.
-    let (s, e) = app.call("PATCH", "/v1/servers/default", Some(json!({"status": "retired", "capacity": 7})));
+    let (s, e) = app.call(
+        "PATCH",
+        "/v1/servers/default",
+        Some(json!({"status": "retired", "capacity": 7})),
+    );
     assert_eq!((s, error_code(&e)), (409, "conflict".to_string()), "{e}");
-    assert!(e["error"]["message"].as_str().unwrap_or("").contains("drain"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("drain"),
+        "{e}"
+    );
     let (_, srv) = app.call("GET", "/v1/servers/default", None);
-    assert_eq!((srv["status"].clone(), srv["capacity"].clone()), (json!("active"), json!(10000)));
+    assert_eq!(
+        (srv["status"].clone(), srv["capacity"].clone()),
+        (json!("active"), json!(10000))
+    );
 
     // Draining: no new tenants, neither asked for nor placed.
-    let (s, srv) = app.call("PATCH", "/v1/servers/default", Some(json!({"status": "draining"})));
-    assert_eq!((s, srv["status"].clone()), (200, json!("draining")), "{srv}");
+    let (s, srv) = app.call(
+        "PATCH",
+        "/v1/servers/default",
+        Some(json!({"status": "draining"})),
+    );
+    assert_eq!(
+        (s, srv["status"].clone()),
+        (200, json!("draining")),
+        "{srv}"
+    );
     let (s, e) = app.call(
         "POST",
         "/v1/tenants",
         Some(json!({"slug": "latecomer", "name": "L", "server": "default", "schema": "none"})),
     );
     assert_eq!(s, 409, "{e}");
-    let placed = create_tenant(&app, json!({"slug": "placed", "name": "P", "schema": "none"}));
+    let placed = create_tenant(
+        &app,
+        json!({"slug": "placed", "name": "P", "schema": "none"}),
+    );
     assert_eq!(server_of(&app, &placed), server_id(&app, "spare"));
     // Nor by a move.
     let (s, e) = app.call(
@@ -529,7 +605,11 @@ fn patching_servers_validates_and_draining_servers_take_no_tenants() {
         Some(json!({"slug": "no-room", "name": "N", "server": "spare", "schema": "none"})),
     );
     assert_eq!(s, 409, "full: {e}");
-    let (s, _) = app.call("PATCH", "/v1/servers/default", Some(json!({"status": "active"})));
+    let (s, _) = app.call(
+        "PATCH",
+        "/v1/servers/default",
+        Some(json!({"status": "active"})),
+    );
     assert_eq!(s, 200);
     let (_, log) = app.call("GET", "/v1/audit?limit=1000", None);
     let updates = log
@@ -548,7 +628,10 @@ fn a_copied_data_dir_serves_its_tenants_from_the_copy() {
         data_dir: Some(first.clone()),
         ..AppOptions::default()
     });
-    let id = create_tenant(&app, json!({"slug": "travels", "name": "T", "schema": "phase:0"}));
+    let id = create_tenant(
+        &app,
+        json!({"slug": "travels", "name": "T", "schema": "phase:0"}),
+    );
     let phase0 = tenantplane_migrations::catalogue::phase_version(0).map(str::to_string);
     app.child.kill().expect("stop");
     app.child.wait().expect("reap");
@@ -595,10 +678,21 @@ fn a_copied_data_dir_serves_its_tenants_from_the_copy() {
     let phase1 = tenantplane_migrations::catalogue::phase_version(1).map(str::to_string);
     let file = |root: &Path| root.join("tenants").join(format!("{}.db", file_name(&id)));
     assert_eq!(sqlite_content(&file(&copy)).1, phase1);
-    assert_eq!(sqlite_content(&file(&first)).1, phase0, "the old dir is not written");
-    let other = create_tenant(&app, json!({"slug": "newcomer", "name": "N", "schema": "none"}));
-    assert!(file(&copy).with_file_name(format!("{}.db", file_name(&other))).exists());
-    assert!(!file(&first).with_file_name(format!("{}.db", file_name(&other))).exists());
+    assert_eq!(
+        sqlite_content(&file(&first)).1,
+        phase0,
+        "the old dir is not written"
+    );
+    let other = create_tenant(
+        &app,
+        json!({"slug": "newcomer", "name": "N", "schema": "none"}),
+    );
+    assert!(file(&copy)
+        .with_file_name(format!("{}.db", file_name(&other)))
+        .exists());
+    assert!(!file(&first)
+        .with_file_name(format!("{}.db", file_name(&other)))
+        .exists());
 }
 
 #[test]
@@ -609,7 +703,10 @@ fn an_absolute_default_path_inside_the_data_dir_becomes_relative() {
         data_dir: Some(data.clone()),
         ..AppOptions::default()
     });
-    let id = create_tenant(&app, json!({"slug": "old-style", "name": "O", "schema": "none"}));
+    let id = create_tenant(
+        &app,
+        json!({"slug": "old-style", "name": "O", "schema": "none"}),
+    );
     app.child.kill().expect("stop");
     app.child.wait().expect("reap");
     // As releases before this one stored it.

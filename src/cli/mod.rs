@@ -124,8 +124,22 @@ pub enum ServerCmd {
     },
 }
 
-const JOB_COLUMNS: &[&str] = &["job_id", "state", "total", "moved", "remaining", "last_error"];
-const MOVE_COLUMNS: &[&str] = &["job_id", "tenant_id", "from_server", "to_server", "state", "last_error"];
+const JOB_COLUMNS: &[&str] = &[
+    "job_id",
+    "state",
+    "total",
+    "moved",
+    "remaining",
+    "last_error",
+];
+const MOVE_COLUMNS: &[&str] = &[
+    "job_id",
+    "tenant_id",
+    "from_server",
+    "to_server",
+    "state",
+    "last_error",
+];
 
 fn labels_object(labels: &[String]) -> Result<Value> {
     let mut map = Map::new();

@@ -68,8 +68,7 @@ pub async fn update(
     body: web::Json<ServerPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
-    let server =
-        blocking(move || servers::patch(&db, &op.0, &id, body.into_inner())).await?;
+    let server = blocking(move || servers::patch(&db, &op.0, &id, body.into_inner())).await?;
     Ok(HttpResponse::Ok().json(server))
 }
 

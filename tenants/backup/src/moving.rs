@@ -148,7 +148,8 @@ pub fn check_move(
             "tenant '{slug}' is still being provisioned"
         )));
     }
-    let target = servers::find(conn, to).map_err(|_| Error::invalid(format!("unknown server '{to}'")))?;
+    let target =
+        servers::find(conn, to).map_err(|_| Error::invalid(format!("unknown server '{to}'")))?;
     if target.id == at.server.id {
         return Err(Error::Conflict(format!(
             "tenant '{slug}' is already on server '{}'",
@@ -449,8 +450,8 @@ fn copy_to(
             // loaded one (keeping its owner and grants, as restores do).
             dst.create()
                 .map_err(|e| e.for_tenant(slug, "creating the target database"))?;
-            let place = PgPlace::of(dst)
-                .map_err(|e| e.for_tenant(slug, "locating the target database"))?;
+            let place =
+                PgPlace::of(dst).map_err(|e| e.for_tenant(slug, "locating the target database"))?;
             let staging = place.sibling("tp_move");
             if let Checked::Bad(f) = load_and_compare(&staging, &artifact, &manifest)? {
                 return Err(bad_copy(slug, &f));
@@ -557,7 +558,12 @@ mod tests {
         DatabaseServer {
             id: url.to_string(),
             name: url.to_string(),
-            kind: if url.starts_with("sqlite") { "sqlite" } else { "postgres" }.to_string(),
+            kind: if url.starts_with("sqlite") {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+            .to_string(),
             url: url.to_string(),
             isolation: isolation.to_string(),
             capacity: 10,
@@ -581,8 +587,14 @@ mod tests {
             place("postgres://h:5433/a", "database")
         );
         // Schema isolation: one schema per database.
-        assert_ne!(place("postgres://h/a", "schema"), place("postgres://h/b", "schema"));
-        assert_ne!(place("postgres://h/a", "schema"), place("postgres://h/a", "database"));
+        assert_ne!(
+            place("postgres://h/a", "schema"),
+            place("postgres://h/b", "schema")
+        );
+        assert_ne!(
+            place("postgres://h/a", "schema"),
+            place("postgres://h/a", "database")
+        );
         assert_ne!(place("sqlite:///x", "file"), place("sqlite:///y", "file"));
         assert!(compatible(ServerKind::PgSchema, ServerKind::PgDatabase));
         assert!(!compatible(ServerKind::Sqlite, ServerKind::PgSchema));

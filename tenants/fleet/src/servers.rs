@@ -144,9 +144,7 @@ pub fn ensure_default_in(db: &ControlDb, data_dir: &Path) -> Result<()> {
         &std::path::absolute(data_dir)
             .map_err(|e| Error::control("cannot resolve the data directory", e))?,
     );
-    if DATA_DIR.set(data_dir.clone()).is_err()
-        && DATA_DIR.get().is_some_and(|d| *d != data_dir)
-    {
+    if DATA_DIR.set(data_dir.clone()).is_err() && DATA_DIR.get().is_some_and(|d| *d != data_dir) {
         return Err(Error::control(
             "setting the data directory",
             tenantplane_control_db::DbError::State(

@@ -7,7 +7,7 @@ use tenantplane_control_db::schema::tenants;
 use tenantplane_fleet::servers::{self, NewServer};
 use tenantplane_testkit::TestPg;
 
-use super::support::{actor, assert_same, State, Env};
+use super::support::{actor, assert_same, Env, State};
 use crate::manifest::ServerKind;
 use crate::moving::{move_tenant, Moved};
 use diesel::prelude::*;
@@ -16,7 +16,11 @@ use diesel::prelude::*;
 /// id (and the PostgreSQL database behind it, kept alive by the caller).
 fn second_server(env: &Env, dir: &std::path::Path) -> (String, Option<TestPg>) {
     let (url, isolation, pg) = match env.kind {
-        ServerKind::Sqlite => (format!("sqlite://{}", dir.join("second").display()), "file", None),
+        ServerKind::Sqlite => (
+            format!("sqlite://{}", dir.join("second").display()),
+            "file",
+            None,
+        ),
         // Another database; database isolation is the source's other kind,
         // schema isolation reaches a tenant in its own database.
         _ => {
@@ -29,7 +33,12 @@ fn second_server(env: &Env, dir: &std::path::Path) -> (String, Option<TestPg>) {
         &actor(),
         NewServer {
             name: Some("second".into()),
-            kind: if env.kind == ServerKind::Sqlite { "sqlite" } else { "postgres" }.into(),
+            kind: if env.kind == ServerKind::Sqlite {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+            .into(),
             url,
             isolation: Some(isolation.into()),
             capacity: None,
@@ -102,7 +111,9 @@ fn a_pg_database_tenant_moves_whole() {
 
 #[test]
 fn a_repeated_run_drops_the_copy_that_is_not_served() {
-    let Some(env) = Env::new(ServerKind::Sqlite) else { return };
+    let Some(env) = Env::new(ServerKind::Sqlite) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (second, _) = second_server(&env, dir.path());
     let t = env.tenant("twice", 1, 10);
