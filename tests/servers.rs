@@ -395,11 +395,17 @@ fn sigkill_during_a_move_leaves_the_tenant_in_one_place_and_the_retry_finishes()
 
     // The retry finishes the move and leaves one copy.
     let app = restart(&data);
+    let started = std::time::Instant::now();
     let done = wait_for("the retried move", LONG, || {
         let (_, m) = app.call("GET", &format!("/v1/tenants/{id}/move"), None);
         assert_ne!(m["state"], "dead", "{m}");
         (m["state"] == "succeeded").then_some(m)
     });
+    // For the report only (no timed assertion): lease expiry + the move.
+    eprintln!(
+        "the retried move of 300,000 rows finished {:?} after the restart",
+        started.elapsed()
+    );
     assert_eq!(tenant_server_in_control(&data, &id), second, "{done}");
     assert_eq!(sqlite_content(&target), before);
     assert!(!source.exists(), "the old source is gone");
@@ -464,7 +470,7 @@ fn draining_a_server_empties_it_while_features_keep_answering() {
     assert_eq!(d["total"], 50, "{d}");
     let (_, srv) = app.call("GET", "/v1/servers/old", None);
     assert_eq!(srv["status"], "draining", "marked draining first");
-    let mut seen_progress = false;
+    let started = std::time::Instant::now();
     let done = wait_for("the drain", LONG, || {
         let (s, d) = app.call("GET", "/v1/servers/old/drain", None);
         assert_eq!(s, 200, "{d}");
@@ -474,22 +480,26 @@ fn draining_a_server_empties_it_while_features_keep_answering() {
             d["remaining"].as_i64().unwrap_or(-1),
         );
         assert_eq!(moved + remaining, 50, "{d}");
-        seen_progress |= moved > 0 && remaining > 0;
         (d["state"] == "succeeded").then_some(d)
     });
+    let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let failures = checker.join().expect("checker");
     assert!(
         failures.is_empty(),
         "feature evaluation failed during the drain: {failures:?}"
     );
-    assert!(answered.load(Ordering::SeqCst) >= 50);
+    let answered = answered.load(Ordering::SeqCst);
+    assert!(answered >= 50);
+    // For the report only (no timed assertion).
+    eprintln!(
+        "drained 50 tenants in {took:?}; {answered} feature evaluations answered 200 meanwhile"
+    );
     assert_eq!(
         (done["moved"].clone(), done["remaining"].clone()),
         (json!(50), json!(0)),
         "{done}"
     );
-    let _ = seen_progress; // progress is polled, not guaranteed to be caught mid-way
 
     let default = server_id(&app, "default");
     for id in &ids {
