@@ -297,6 +297,15 @@ impl SourceLock {
     }
 }
 
+/// The lock a move holds, for the tests that check migrations wait.
+#[cfg(test)]
+pub(crate) fn hold_for_test(location: &TenantDbLocation, tenant_id: &str) -> impl Drop {
+    match SourceLock::take(location, tenant_id, "test") {
+        Ok(lock) => lock,
+        Err(e) => panic!("cannot take the move's lock: {e}"),
+    }
+}
+
 impl Drop for SourceLock {
     fn drop(&mut self) {
         if let SourceLock::Sqlite(TenantConnection::Sqlite(c)) = self {

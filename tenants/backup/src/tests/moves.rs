@@ -139,3 +139,41 @@ fn a_repeated_run_drops_the_copy_that_is_not_served() {
     assert_same(&before, &state(&env, &t.id), "the served copy is untouched");
     assert_eq!(server_of(&env, &t.id), second);
 }
+
+/// While a move holds the tenant, a migration of it cannot start: it fails
+/// transiently (and its task is retried after the move).
+fn migrations_wait(kind: ServerKind) {
+    use std::time::Duration;
+    use tenantplane_fleet::tenant_run::{self, lock_key, RunOptions};
+    let Some(env) = Env::new(kind) else { return };
+    let t = env.tenant("held", 1, 5);
+    let location = env.location(&t.id);
+    let phase6 = tenantplane_migrations::catalogue::phase_version(6).map(str::to_string);
+    let opts = RunOptions {
+        target: phase6,
+        probes: false,
+        timeout: Duration::from_secs(10),
+        lock_wait: Duration::from_millis(300),
+        lock_key: lock_key(&t.id),
+    };
+    let held = crate::moving::hold_for_test(&location, &t.id);
+    let outcome = tenant_run::run(&location, &opts);
+    let err = outcome
+        .error
+        .expect("the migration must not run during a move");
+    assert!(err.transient, "{}", err.message);
+    assert!(outcome.applied.is_empty());
+    drop(held);
+    let outcome = tenant_run::run(&location, &opts);
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+}
+
+#[test]
+fn a_sqlite_tenant_being_moved_is_not_migrated() {
+    migrations_wait(ServerKind::Sqlite);
+}
+
+#[test]
+fn a_pg_tenant_being_moved_is_not_migrated() {
+    migrations_wait(ServerKind::PgSchema);
+}
