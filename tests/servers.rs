@@ -737,3 +737,47 @@ fn an_absolute_default_path_inside_the_data_dir_becomes_relative() {
     let (s, t) = app.call("GET", &format!("/v1/tenants/{id}"), None);
     assert_eq!(s, 200, "{t}");
 }
+
+#[test]
+fn moves_and_drains_work_on_a_postgres_control_db() {
+    let Some(control) = TestPg::new() else { return };
+    let app = App::start_with_control(Some(control.url()));
+    let old_dir = tempfile::tempdir().expect("dir");
+    add_server(
+        &app,
+        json!({"name": "old", "kind": "sqlite", "url": format!("sqlite://{}", old_dir.path().display())}),
+    );
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            create_tenant(
+                &app,
+                json!({"slug": format!("pgc-{i}"), "name": "P", "server": "old", "schema": "phase:0"}),
+            )
+        })
+        .collect();
+    let default = server_id(&app, "default");
+    move_and_wait(&app, &ids[0], "default");
+    assert_eq!(server_of(&app, &ids[0]), default);
+
+    let (s, d) = app.call("POST", "/v1/servers/old/drain", None);
+    assert_eq!((s, d["total"].clone()), (202, json!(4)), "{d}");
+    let done = wait_for("the drain", LONG, || {
+        let (_, d) = app.call("GET", "/v1/servers/old/drain", None);
+        assert_ne!(d["state"], "dead", "{d}");
+        (d["state"] == "succeeded").then_some(d)
+    });
+    assert_eq!(done["job_id"], d["job_id"], "{done}");
+    assert_eq!(
+        (done["moved"].clone(), done["remaining"].clone()),
+        (json!(4), json!(0))
+    );
+    for id in &ids {
+        assert_eq!(server_of(&app, id), default);
+    }
+    let (s, srv) = app.call(
+        "PATCH",
+        "/v1/servers/old",
+        Some(json!({"status": "retired"})),
+    );
+    assert_eq!((s, srv["status"].clone()), (200, json!("retired")), "{srv}");
+}
