@@ -369,6 +369,15 @@ pub fn move_tenant(
             "tenant '{slug}' is still being provisioned"
         )));
     }
+    // The target was checked when the move was asked for; an operator may
+    // have started draining or retired it since (a permanent refusal: the
+    // job ends with this message, the tenant stays where it is).
+    if target.status != ServerStatus::Active.as_str() {
+        return Err(Error::invalid(format!(
+            "server '{}' is {} and takes no new tenants; tenant '{slug}' stays on '{}'",
+            target.name, target.status, source.name
+        )));
+    }
     migrating(&mut conn, &row.id, &slug)?;
     drop(conn);
 

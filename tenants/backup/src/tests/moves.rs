@@ -177,3 +177,37 @@ fn a_sqlite_tenant_being_moved_is_not_migrated() {
 fn a_pg_tenant_being_moved_is_not_migrated() {
     migrations_wait(ServerKind::PgSchema);
 }
+
+#[test]
+fn a_target_that_stopped_taking_tenants_is_refused_at_run_time() {
+    let Some(env) = Env::new(ServerKind::Sqlite) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (second, _) = second_server(&env, dir.path());
+    let t = env.tenant("stays", 1, 5);
+    let from = server_of(&env, &t.id);
+    servers::patch(
+        &env.db,
+        &actor(),
+        &second,
+        servers::ServerPatch {
+            capacity: None,
+            status: Some("draining".into()),
+        },
+    )
+    .unwrap();
+    let err = move_tenant(&env.db, &env.store, &actor(), &t.id, &from, &second).unwrap_err();
+    assert!(
+        matches!(err, tenantplane_control_db::Error::Invalid(_)),
+        "a permanent refusal: {err}"
+    );
+    assert_eq!(server_of(&env, &t.id), from);
+    assert!(env.location(&t.id).exists().unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("second"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
