@@ -781,3 +781,58 @@ fn moves_and_drains_work_on_a_postgres_control_db() {
     );
     assert_eq!((s, srv["status"].clone()), (200, json!("retired")), "{srv}");
 }
+
+fn cli(app: &App, args: &[&str]) -> Value {
+    let out = std::process::Command::new(crate::common::bin())
+        .args(args)
+        .args(["-o", "json"])
+        .env("TENANTPLANE_URL", &app.url)
+        .env("TENANTPLANE_TOKEN", TOKEN)
+        .output()
+        .expect("run cli");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn the_cli_updates_drains_and_moves() {
+    let app = App::start();
+    let extra = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", extra.path().display());
+    cli(
+        &app,
+        &[
+            "servers", "add", "--kind", "sqlite", "--url", &url, "--name", "extra",
+        ],
+    );
+    let id = create_tenant(
+        &app,
+        json!({"slug": "cli-mover", "name": "C", "server": "default", "schema": "none"}),
+    );
+
+    let m = cli(&app, &["tenants", "move", "cli-mover", "--server", "extra"]);
+    assert_eq!(m["to_server"], json!(server_id(&app, "extra")), "{m}");
+    wait_for("the move", LONG, || {
+        (server_of(&app, &id) == server_id(&app, "extra")).then_some(())
+    });
+
+    let s = cli(&app, &["servers", "update", "default", "--capacity", "42"]);
+    assert_eq!(
+        (s["capacity"].clone(), s["status"].clone()),
+        (json!(42), json!("active")),
+        "{s}"
+    );
+    let d = cli(&app, &["servers", "drain", "extra"]);
+    assert_eq!(d["total"], 1, "{d}");
+    wait_for("the drain", LONG, || {
+        let d = cli(&app, &["servers", "drain", "extra", "--status"]);
+        (d["state"] == "succeeded").then_some(())
+    });
+    assert_eq!(server_of(&app, &id), server_id(&app, "default"));
+    let s = cli(&app, &["servers", "update", "extra", "--status", "retired"]);
+    assert_eq!(s["status"], "retired", "{s}");
+}
