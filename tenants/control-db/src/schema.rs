@@ -99,6 +99,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         backup -> Bool,
         restore_on_failure -> Bool,
+        wave_done_at -> Nullable<Timestamp>,
     }
 }
 
@@ -138,6 +139,7 @@ diesel::table! {
         direction -> Text,
         worker -> Text,
         ran_at -> Timestamp,
+        recovered -> Bool,
     }
 }
 
@@ -404,5 +406,16 @@ diesel::table! {
         plan_id -> Text,
         started_at -> Timestamp,
         started_by -> Text,
+    }
+}
+
+diesel::table! {
+    rollout_counters (rollout_id, wave, state) {
+        rollout_id -> Text,
+        wave -> Integer,
+        state -> Text,
+        n -> BigInt,
+        first_started_at -> Nullable<Timestamp>,
+        last_finished_at -> Nullable<Timestamp>,
     }
 }

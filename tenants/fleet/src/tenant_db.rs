@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use tenantplane_control_db::DbError;
 
+use crate::pg_pool::PooledTenant;
 use crate::servers::{DatabaseServer, Isolation};
 use crate::urls::with_database;
 
@@ -244,6 +245,20 @@ impl TenantDbLocation {
                     .map_err(|e| TenantDbError::new("invalid server URL", DbError::State(e)))?;
                 Ok(TenantConnection::Postgres(pg_connect(&url)?))
             }
+        }
+    }
+}
+
+impl TenantDbLocation {
+    /// A connection for one run: a tenant schema of a PostgreSQL server
+    /// reuses an idle connection of that server and gives it back, reset,
+    /// when dropped (`pg_pool`); other locations connect as `connect` does.
+    pub fn connect_pooled(&self) -> Result<PooledTenant, TenantDbError> {
+        match self {
+            TenantDbLocation::PgSchema { server_url, schema } => {
+                PooledTenant::checkout(server_url, schema)
+            }
+            _ => self.connect().map(PooledTenant::unpooled),
         }
     }
 }
