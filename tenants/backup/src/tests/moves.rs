@@ -155,6 +155,7 @@ fn migrations_wait(kind: ServerKind) {
         timeout: Duration::from_secs(10),
         lock_wait: Duration::from_millis(300),
         lock_key: lock_key(&t.id),
+        recorded: t.schema_version.clone(),
     };
     let held = crate::moving::hold_for_test(&location, &t.id);
     let outcome = tenant_run::run(&location, &opts);
