@@ -30,7 +30,7 @@ pub struct Parts {
 /// SQLite server on first start.
 pub fn open_control(config: &Config) -> Result<ControlDb> {
     let db = ControlDb::open(&config.control_db).context("opening the control database")?;
-    servers::ensure_default(&db, &config.data_dir).context("registering the default server")?;
+    servers::ensure_default_in(&db, &config.data_dir).context("registering the default server")?;
     plans::ensure_defaults(&db).context("creating the default plans")?;
     Ok(db)
 }

@@ -27,5 +27,6 @@ mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
 mod schedules;
+mod servers;
 mod shutdown;
 mod tenants_lifecycle;

@@ -4,6 +4,7 @@ pub mod exports;
 pub mod features;
 pub mod health;
 pub mod metrics;
+pub mod moves;
 pub mod outbox;
 pub mod plans;
 pub mod rollouts;

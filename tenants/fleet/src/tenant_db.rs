@@ -12,7 +12,6 @@ use diesel::prelude::*;
 use tenantplane_migrations::{runner, MigrateError, MigrationPlan, TENANT_POSTGRES, TENANT_SQLITE};
 use uuid::Uuid;
 
-use tenantplane_control_db::db::sqlite_path;
 use tenantplane_control_db::DbError;
 
 use crate::pg_pool::PooledTenant;
@@ -91,7 +90,7 @@ impl TenantDbLocation {
         let name = db_name(tenant_id);
         match server.isolation() {
             Isolation::File => TenantDbLocation::SqliteFile {
-                path: sqlite_path(&server.url).join(format!("{name}.db")),
+                path: server.sqlite_dir().join(format!("{name}.db")),
             },
             Isolation::Schema => TenantDbLocation::PgSchema {
                 server_url: server.url.clone(),
