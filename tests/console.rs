@@ -831,7 +831,11 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
     assert_eq!(links, 2, "{}", failed.body);
     // Each failed task shows its attempts, with the failing version.
     let attempts = table(&failed.body, "tasks");
-    assert_eq!(attempts.matches("class=\"attempts\"").count(), 2, "{attempts}");
+    assert_eq!(
+        attempts.matches("class=\"attempts\"").count(),
+        2,
+        "{attempts}"
+    );
     assert!(attempts.contains("#1 failed in"), "{attempts}");
     assert_eq!(tasks("state=succeeded&wave=1"), vec![0, 3]);
     assert_eq!(tasks("state=failed&wave=2"), Vec::<i32>::new());
