@@ -99,6 +99,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         backup -> Bool,
         restore_on_failure -> Bool,
+        allow_drift -> Bool,
     }
 }
 
@@ -211,6 +212,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     console_sessions,
     tenant_trials,
+    tenant_drift,
 );
 
 diesel::table! {
@@ -406,3 +408,16 @@ diesel::table! {
         started_by -> Text,
     }
 }
+
+diesel::table! {
+    tenant_drift (tenant_id) {
+        tenant_id -> Text,
+        schema_version -> Nullable<Text>,
+        drifted -> Bool,
+        difference_count -> Integer,
+        differences -> Text,
+        checked_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tenant_drift -> tenants (tenant_id));

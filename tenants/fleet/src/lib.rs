@@ -3,6 +3,7 @@
 //! tenant registry, and one tenant's locked migration run.
 
 pub mod registry;
+pub mod selector;
 pub mod servers;
 pub mod tenant_db;
 pub mod tenant_run;
