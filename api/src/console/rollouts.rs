@@ -226,6 +226,7 @@ impl NewForm {
             priority: None,
             backup: None,
             restore_on_failure: None,
+            allow_drift: None,
         })
     }
 }

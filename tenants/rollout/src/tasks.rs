@@ -49,6 +49,8 @@ pub struct TaskPolicy {
     pub backup: bool,
     /// Restore the tenant from that backup when its migration fails for good.
     pub restore_on_failure: bool,
+    /// Migrate the tenant even if its schema drifted.
+    pub allow_drift: bool,
 }
 
 /// Candidates: a running rollout, a started wave, under the rollout's and the
@@ -158,6 +160,7 @@ pub fn claim(
             rollouts_t::backoff_max_ms,
             rollouts_t::backup,
             rollouts_t::restore_on_failure,
+            rollouts_t::allow_drift,
         ))
         .first(&mut conn)?;
     Ok(Some((task, policy)))
