@@ -2,6 +2,7 @@
 
 pub mod backups;
 pub mod client;
+pub mod drift;
 pub mod flags;
 pub mod notify;
 pub mod output;
@@ -101,7 +102,7 @@ pub enum ServerCmd {
     List,
 }
 
-fn labels_object(labels: &[String]) -> Result<Value> {
+pub(crate) fn labels_object(labels: &[String]) -> Result<Value> {
     let mut map = Map::new();
     for l in labels {
         let Some((k, v)) = l.split_once('=') else {
