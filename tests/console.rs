@@ -635,7 +635,10 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
     b.goto(&format!("{}/console/rollouts/{rollout}", app.url));
     let groups = b.wait_text("#failure-groups", "the error groups", |t| !t.is_empty());
     assert!(groups.contains("schema drift"), "{groups}");
-    assert!(groups.contains("table expense_categories: added"), "{groups}");
+    assert!(
+        groups.contains("table expense_categories: added"),
+        "{groups}"
+    );
     b.assert_same_origin(&app.url);
     // Fix the drift; retry the group.
     tenant_db(&app, &bad)

@@ -39,7 +39,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("clean", &[]),
     ("indexed", &["index sales_by_day_idx: added"]),
     ("dropped", &["column expenses.description: missing"]),
-    ("defaulted", &["column sales.discount_minor default: '0' → '5'"]),
+    (
+        "defaulted",
+        &["column sales.discount_minor default: '0' → '5'"],
+    ),
 ];
 
 /// Creates the four tenants (`extra`: e.g. the server); returns (slug, id).
@@ -87,7 +90,13 @@ fn assert_reports(app: &App, tenants: &[(String, String)], backend: &str) {
     let r = drift(app, &tenants[3].0);
     let d = &r["differences"][0];
     assert_eq!(
-        (&d["object"], &d["change"], &d["aspect"], &d["expected"], &d["actual"]),
+        (
+            &d["object"],
+            &d["change"],
+            &d["aspect"],
+            &d["expected"],
+            &d["actual"]
+        ),
         (
             &json!("column sales.discount_minor"),
             &json!("changed"),
@@ -201,10 +210,11 @@ fn tamper_sqlite(app: &App, id: &str, case: &str) {
                 #[diesel(sql_type = diesel::sql_types::Text)]
                 sql: String,
             }
-            let sql: Sql =
-                diesel::sql_query("SELECT sql FROM sqlite_schema WHERE name = 'sales'")
-                    .get_result(&mut SqliteConnection::establish(&path.to_string_lossy()).expect("open"))
-                    .expect("sql");
+            let sql: Sql = diesel::sql_query("SELECT sql FROM sqlite_schema WHERE name = 'sales'")
+                .get_result(
+                    &mut SqliteConnection::establish(&path.to_string_lossy()).expect("open"),
+                )
+                .expect("sql");
             assert!(sql.sql.contains("DEFAULT 5"), "the edit took: {}", sql.sql);
         }
         _ => {}
@@ -218,8 +228,10 @@ fn tamper_pg(conn: &mut PgConnection, schema: &str, case: &str) {
         "defaulted" => "ALTER TABLE sales ALTER COLUMN discount_minor SET DEFAULT 5",
         _ => return,
     };
-    conn.batch_execute(&format!("SET search_path TO \"{schema}\"; {sql}; RESET search_path"))
-        .expect("tamper");
+    conn.batch_execute(&format!(
+        "SET search_path TO \"{schema}\"; {sql}; RESET search_path"
+    ))
+    .expect("tamper");
 }
 
 #[test]
@@ -259,7 +271,10 @@ fn postgres_tenants_report_their_exact_drift_and_rollouts_refuse_them() {
         Some(json!({"name": "pgdb", "kind": "postgres", "url": pg.url(), "isolation": "database"})),
     );
     assert_eq!(s, 201, "{srv}");
-    let own = create_tenant(&app, json!({"slug": "pgdb-clean", "name": "x", "server": "pgdb", "schema": START}));
+    let own = create_tenant(
+        &app,
+        json!({"slug": "pgdb-clean", "name": "x", "server": "pgdb", "schema": START}),
+    );
     pg.also_drop(&format!("t_{}", own.replace('-', "")));
     let r = drift(&app, "pgdb-clean");
     assert_eq!(texts(&r), Vec::<String>::new(), "{r}");
@@ -281,9 +296,18 @@ fn postgres_tenants_report_their_exact_drift_and_rollouts_refuse_them() {
 #[test]
 fn the_drift_job_checks_a_selection_and_flags_the_drifted() {
     let app = serve();
-    let clean = create_tenant(&app, json!({"slug": "job-clean", "name": "x", "labels": {"tier": "gold"}}));
-    let indexed = create_tenant(&app, json!({"slug": "job-indexed", "name": "x", "labels": {"tier": "gold"}}));
-    let other = create_tenant(&app, json!({"slug": "job-other", "name": "x", "labels": {"tier": "free"}}));
+    let clean = create_tenant(
+        &app,
+        json!({"slug": "job-clean", "name": "x", "labels": {"tier": "gold"}}),
+    );
+    let indexed = create_tenant(
+        &app,
+        json!({"slug": "job-indexed", "name": "x", "labels": {"tier": "gold"}}),
+    );
+    let other = create_tenant(
+        &app,
+        json!({"slug": "job-other", "name": "x", "labels": {"tier": "free"}}),
+    );
     tamper_sqlite(&app, &indexed, "indexed");
     tamper_sqlite(&app, &other, "indexed");
 
@@ -315,7 +339,13 @@ fn the_drift_job_checks_a_selection_and_flags_the_drifted() {
         let items = page["items"].as_array().cloned().unwrap_or_default();
         (items.len() == 2).then_some(items)
     });
-    let by_id = |id: &str| checked.iter().find(|r| r["tenant_id"] == id).cloned().expect("checked");
+    let by_id = |id: &str| {
+        checked
+            .iter()
+            .find(|r| r["tenant_id"] == id)
+            .cloned()
+            .expect("checked")
+    };
     assert_eq!(texts(&by_id(&indexed)), CASES[1].1);
     assert_eq!(by_id(&clean)["drifted"], false);
     let (_, drifted) = app.call("GET", "/v1/drift?drifted=true", None);
@@ -325,7 +355,11 @@ fn the_drift_job_checks_a_selection_and_flags_the_drifted() {
         .iter()
         .filter_map(|r| r["tenant_id"].as_str())
         .collect();
-    assert_eq!(ids, vec![indexed.as_str()], "only the selection was checked: {drifted}");
+    assert_eq!(
+        ids,
+        vec![indexed.as_str()],
+        "only the selection was checked: {drifted}"
+    );
     let (_, t) = app.call("GET", &format!("/v1/tenants/{other}"), None);
     assert_eq!(t["drift"], Value::Null, "not selected, not checked: {t}");
 
@@ -333,8 +367,10 @@ fn the_drift_job_checks_a_selection_and_flags_the_drifted() {
     let (s, sch) = app.call(
         "POST",
         "/v1/schedules",
-        Some(json!({"name": "drift-free", "cron": "* * * * * *", "timezone": "UTC",
-            "job": "drift", "selector": {"labels": {"tier": "free"}}})),
+        Some(
+            json!({"name": "drift-free", "cron": "* * * * * *", "timezone": "UTC",
+            "job": "drift", "selector": {"labels": {"tier": "free"}}}),
+        ),
     );
     assert_eq!(s, 201, "{sch}");
     let t = wait_for("the scheduled check of the free tenant", LONG, || {
@@ -343,4 +379,80 @@ fn the_drift_job_checks_a_selection_and_flags_the_drifted() {
     });
     assert_eq!(t["drift"]["drifted"], true, "{t}");
     assert_eq!(t["drift"]["differences"], 1, "{t}");
+}
+
+/// `tenantplane drift` prints each tenant's differences and exits 1 when a
+/// tenant drifted; `--queue` queues the job; `--last` shows what it found.
+#[test]
+fn the_cli_prints_the_differences_and_fails_on_drift() {
+    let app = serve();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::common::bin())
+            .args(args)
+            .env("TENANTPLANE_URL", &app.url)
+            .env("TENANTPLANE_TOKEN", crate::common::TOKEN)
+            .output()
+            .expect("run cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    create_tenant(
+        &app,
+        json!({"slug": "cli-clean", "name": "x", "labels": {"team": "a"}}),
+    );
+    let indexed = create_tenant(
+        &app,
+        json!({"slug": "cli-indexed", "name": "x", "labels": {"team": "a"}}),
+    );
+    create_tenant(
+        &app,
+        json!({"slug": "cli-other", "name": "x", "labels": {"team": "b"}}),
+    );
+    tamper_sqlite(&app, &indexed, "indexed");
+
+    let (code, out, _) = cli(&["drift", "--tenant", "cli-clean"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.trim(), format!("cli-clean: no drift from {}", head()));
+
+    let (code, out, err) = cli(&["drift", "--label", "team=a"]);
+    assert_eq!(code, Some(1), "a drifted tenant fails the command: {out}");
+    assert!(
+        out.contains(&format!(
+            "cli-indexed: 1 differences from {}\n  index sales_by_day_idx: added",
+            head()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("cli-clean: no drift"), "{out}");
+    assert!(
+        !out.contains("cli-other"),
+        "only the label's tenants: {out}"
+    );
+    assert!(err.contains("1 of 2 tenants drifted"), "{err}");
+
+    let (code, out, err) = cli(&["drift"]);
+    assert_ne!(code, Some(0), "which tenants must be said: {out}");
+    assert!(err.contains("--all"), "{err}");
+
+    let (code, out, _) = cli(&["drift", "--all", "--queue"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("over 3 tenants"), "{out}");
+    wait_for("the queued checks", LONG, || {
+        let (_, page) = app.call("GET", "/v1/drift", None);
+        (page["items"].as_array().map(Vec::len) == Some(3)).then_some(())
+    });
+    let (code, out, _) = cli(&["--output", "json", "drift", "--last"]);
+    assert_eq!(code, Some(1), "{out}");
+    let reports: Value = serde_json::from_str(&out).expect("json");
+    let drifted: Vec<&str> = reports
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["drifted"] == true)
+        .filter_map(|r| r["slug"].as_str())
+        .collect();
+    assert_eq!(drifted, vec!["cli-indexed"]);
 }

@@ -45,7 +45,10 @@ pub(crate) fn refuse_drifted(
         Ok(None) => None,
         Ok(Some(diff)) => {
             tracing::warn!(%diff, "tenant refused: its schema drifted");
-            Some(Outcome::failed_before_start(format!("{who}: {diff}"), false))
+            Some(Outcome::failed_before_start(
+                format!("{who}: {diff}"),
+                false,
+            ))
         }
         Err(e) => {
             let transient = e.is_transient();

@@ -159,8 +159,13 @@ mod tests {
             "column expenses.note: missing"
         );
         assert_eq!(
-            Difference::changed("column sales.total", "default", Some("0".into()), Some("1".into()))
-                .text,
+            Difference::changed(
+                "column sales.total",
+                "default",
+                Some("0".into()),
+                Some("1".into())
+            )
+            .text,
             "column sales.total default: '0' → '1'"
         );
         assert_eq!(

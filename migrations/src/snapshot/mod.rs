@@ -150,7 +150,10 @@ mod tests {
             strip_schema("nextval('t_1.sales_id_seq'::regclass)", "t_1"),
             "nextval('sales_id_seq'::regclass)"
         );
-        assert_eq!(squash_whitespace(" CREATE  TABLE\n\t x ( a )"), "CREATE TABLE x ( a )");
+        assert_eq!(
+            squash_whitespace(" CREATE  TABLE\n\t x ( a )"),
+            "CREATE TABLE x ( a )"
+        );
     }
 
     #[test]
@@ -168,7 +171,12 @@ mod tests {
             vec![
                 row("column", "sales.note", Some("sales"), Some("text")),
                 row("table", DIESEL_TABLE, Some(DIESEL_TABLE), None),
-                row("column", "__diesel_schema_migrations.version", Some(DIESEL_TABLE), Some("text")),
+                row(
+                    "column",
+                    "__diesel_schema_migrations.version",
+                    Some(DIESEL_TABLE),
+                    Some("text"),
+                ),
                 row("unknown kind", "x", None, None),
             ],
             str::to_string,

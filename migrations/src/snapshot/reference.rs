@@ -25,7 +25,9 @@ use crate::{TENANT_POSTGRES, TENANT_SQLITE};
 pub enum Flavour {
     Sqlite,
     /// On a server of this major version.
-    Postgres { major: u32 },
+    Postgres {
+        major: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +114,9 @@ pub fn postgres(
         Some(Ok(snapshot)) => Ok(keep(key, snapshot)),
         Some(Err(e)) => Err(e),
         // The transaction could not even begin.
-        None => Err(ReferenceError::Query(diesel::result::Error::BrokenTransactionManager)),
+        None => Err(ReferenceError::Query(
+            diesel::result::Error::BrokenTransactionManager,
+        )),
     }
 }
 
@@ -125,13 +129,13 @@ fn build_pg(
         "CREATE SCHEMA \"{schema}\"; SET LOCAL search_path TO \"{schema}\";"
     ))
     .map_err(ReferenceError::Query)?;
-    runner::migrate(c, &TENANT_POSTGRES, version, |_| {}).map_err(|e| {
-        ReferenceError::Migrate {
-            version: version.unwrap_or("(empty)").to_string(),
-            source: e,
-        }
+    runner::migrate(c, &TENANT_POSTGRES, version, |_| {}).map_err(|e| ReferenceError::Migrate {
+        version: version.unwrap_or("(empty)").to_string(),
+        source: e,
     })?;
-    Ok(postgres::snapshot(c).map_err(ReferenceError::Query)?.snapshot)
+    Ok(postgres::snapshot(c)
+        .map_err(ReferenceError::Query)?
+        .snapshot)
 }
 
 /// A schema name no tenant has (tenants are `t_<hex>`) and no concurrent
@@ -164,7 +168,10 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "served from the cache");
         assert_eq!(built(), before, "not built again");
         assert!(a.get("table sales").is_some());
-        assert!(a.get("column sales.locked_by").is_some(), "head has phase 7");
+        assert!(
+            a.get("column sales.locked_by").is_some(),
+            "head has phase 7"
+        );
         let phase0 = sqlite(Some(&versions[6].version)).expect("reference");
         assert!(phase0.get("column sales.locked_by").is_none());
         assert!(phase0.get("table sales").is_some());
@@ -185,7 +192,8 @@ mod tests {
         assert_eq!(real.schema, "t_0123");
         assert!(real.server_major >= 10, "{}", real.server_major);
         c.batch_execute("RESET search_path").expect("reset");
-        let reference = super::postgres(&mut c, real.server_major, head.as_deref()).expect("reference");
+        let reference =
+            super::postgres(&mut c, real.server_major, head.as_deref()).expect("reference");
         let only = |a: &Snapshot, b: &Snapshot| -> Vec<String> {
             a.objects
                 .iter()
@@ -193,10 +201,20 @@ mod tests {
                 .map(|(k, v)| format!("{k}: {v:?}"))
                 .collect()
         };
-        assert_eq!(only(&reference, &real.snapshot), Vec::<String>::new(), "reference only");
-        assert_eq!(only(&real.snapshot, &reference), Vec::<String>::new(), "tenant only");
+        assert_eq!(
+            only(&reference, &real.snapshot),
+            Vec::<String>::new(),
+            "reference only"
+        );
+        assert_eq!(
+            only(&real.snapshot, &reference),
+            Vec::<String>::new(),
+            "tenant only"
+        );
         assert!(reference.get("type user_role").is_some());
-        assert!(reference.get("function sales_invoice_number_assign()").is_some());
+        assert!(reference
+            .get("function sales_invoice_number_assign()")
+            .is_some());
         #[derive(QueryableByName)]
         struct N {
             #[diesel(sql_type = diesel::sql_types::BigInt)]

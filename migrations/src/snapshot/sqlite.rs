@@ -93,18 +93,38 @@ mod tests {
         };
         assert_eq!(a("column sales.total", "type").as_deref(), Some("BIGINT"));
         assert_eq!(a("column sales.total", "default").as_deref(), Some("0"));
-        assert_eq!(a("column sales.total", "nullability").as_deref(), Some("not null"));
-        assert_eq!(a("column sales.note", "nullability").as_deref(), Some("null"));
-        assert_eq!(a("column sales.id", "key").as_deref(), Some("primary key 1"));
+        assert_eq!(
+            a("column sales.total", "nullability").as_deref(),
+            Some("not null")
+        );
+        assert_eq!(
+            a("column sales.note", "nullability").as_deref(),
+            Some("null")
+        );
+        assert_eq!(
+            a("column sales.id", "key").as_deref(),
+            Some("primary key 1")
+        );
         assert_eq!(a("index sales_day", "unique").as_deref(), Some("yes"));
-        assert_eq!(a("index sales_day", "columns").as_deref(), Some("shop_id, total DESC"));
-        assert_eq!(a("foreign key sales(shop_id)", "references").as_deref(), Some("shops(id)"));
-        assert_eq!(a("foreign key sales(shop_id)", "on delete").as_deref(), Some("CASCADE"));
+        assert_eq!(
+            a("index sales_day", "columns").as_deref(),
+            Some("shop_id, total DESC")
+        );
+        assert_eq!(
+            a("foreign key sales(shop_id)", "references").as_deref(),
+            Some("shops(id)")
+        );
+        assert_eq!(
+            a("foreign key sales(shop_id)", "on delete").as_deref(),
+            Some("CASCADE")
+        );
         assert!(a("view big", "definition").is_some_and(|d| d.contains("total > 100")));
         assert!(a("trigger sales_ai", "definition").is_some());
         assert!(a("table sales", "definition").is_some_and(|d| d.contains("CHECK (total >= 0)")));
         assert!(
-            !s.objects.keys().any(|k| k.contains("__diesel") || k.contains("sqlite_sequence")),
+            !s.objects
+                .keys()
+                .any(|k| k.contains("__diesel") || k.contains("sqlite_sequence")),
             "{:?}",
             s.objects.keys()
         );

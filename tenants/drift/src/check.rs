@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn versions_must_end_at_the_recorded_one() {
-        let all: Vec<String> = catalogue::versions().iter().map(|m| m.version.clone()).collect();
+        let all: Vec<String> = catalogue::versions()
+            .iter()
+            .map(|m| m.version.clone())
+            .collect();
         assert!(version_differences(&all[..3], Some(&all[2])).is_empty());
         assert!(version_differences(&[], None).is_empty());
         let d = version_differences(&all[..4], Some(&all[2]));
@@ -237,7 +240,12 @@ mod tests {
             format!("migrations version: '{}' → '{}'", all[2], all[3])
         );
         let gap = vec![all[0].clone(), all[2].clone()];
-        assert_eq!(version_differences(&gap, Some(&all[2]))[0].aspect.as_deref(), Some("applied"));
+        assert_eq!(
+            version_differences(&gap, Some(&all[2]))[0]
+                .aspect
+                .as_deref(),
+            Some("applied")
+        );
     }
 
     #[test]
@@ -251,18 +259,26 @@ mod tests {
         let mut conn = location.connect().expect("connect");
         let at = catalogue::versions()[10].version.clone();
         conn.migrate_to(Some(&at)).expect("migrate");
-        assert_eq!(check_connection(&mut conn, Some(&at)).expect("check"), vec![]);
+        assert_eq!(
+            check_connection(&mut conn, Some(&at)).expect("check"),
+            vec![]
+        );
         // Recorded elsewhere than it is: the versions say so, and the
         // reference of the recorded version shows what is extra.
         let before = catalogue::versions()[9].version.clone();
         let d = check_connection(&mut conn, Some(&before)).expect("check");
-        assert_eq!(d[0].text, format!("migrations version: '{before}' → '{at}'"));
+        assert_eq!(
+            d[0].text,
+            format!("migrations version: '{before}' → '{at}'")
+        );
         assert!(d.len() > 1, "{d:?}");
         let TenantConnection::Sqlite(c) = &mut conn else {
             panic!("sqlite")
         };
-        c.batch_execute("DROP INDEX sales_user_id_idx; ALTER TABLE users ADD COLUMN nickname TEXT DEFAULT 'x'")
-            .expect("tamper");
+        c.batch_execute(
+            "DROP INDEX sales_user_id_idx; ALTER TABLE users ADD COLUMN nickname TEXT DEFAULT 'x'",
+        )
+        .expect("tamper");
         let texts: Vec<String> = check_connection(&mut conn, Some(&at))
             .expect("check")
             .into_iter()
@@ -270,7 +286,10 @@ mod tests {
             .collect();
         assert_eq!(
             texts,
-            vec!["column users.nickname: added", "index sales_user_id_idx: missing"]
+            vec![
+                "column users.nickname: added",
+                "index sales_user_id_idx: missing"
+            ]
         );
     }
 }

@@ -112,12 +112,42 @@ mod tests {
     fn reference() -> Snapshot {
         let mut s = Snapshot::default();
         let o = &mut s.objects;
-        o.insert("table sales".into(), obj(Some("sales"), &[("definition", Some("CREATE TABLE sales (total, note)"))]));
-        o.insert("column sales.total".into(), obj(Some("sales"), &[("type", Some("BIGINT")), ("default", Some("0"))]));
-        o.insert("column sales.note".into(), obj(Some("sales"), &[("type", Some("TEXT")), ("default", None)]));
-        o.insert("table expenses".into(), obj(Some("expenses"), &[("definition", Some("CREATE TABLE expenses (x)"))]));
-        o.insert("column expenses.x".into(), obj(Some("expenses"), &[("type", Some("TEXT")), ("default", None)]));
-        o.insert("index expenses_x".into(), obj(Some("expenses"), &[("unique", Some("no"))]));
+        o.insert(
+            "table sales".into(),
+            obj(
+                Some("sales"),
+                &[("definition", Some("CREATE TABLE sales (total, note)"))],
+            ),
+        );
+        o.insert(
+            "column sales.total".into(),
+            obj(
+                Some("sales"),
+                &[("type", Some("BIGINT")), ("default", Some("0"))],
+            ),
+        );
+        o.insert(
+            "column sales.note".into(),
+            obj(Some("sales"), &[("type", Some("TEXT")), ("default", None)]),
+        );
+        o.insert(
+            "table expenses".into(),
+            obj(
+                Some("expenses"),
+                &[("definition", Some("CREATE TABLE expenses (x)"))],
+            ),
+        );
+        o.insert(
+            "column expenses.x".into(),
+            obj(
+                Some("expenses"),
+                &[("type", Some("TEXT")), ("default", None)],
+            ),
+        );
+        o.insert(
+            "index expenses_x".into(),
+            obj(Some("expenses"), &[("unique", Some("no"))]),
+        );
         s
     }
 
@@ -136,11 +166,26 @@ mod tests {
         let o = &mut actual.objects;
         // A dropped column also changes the table's CREATE text: one line.
         o.remove("column sales.note");
-        o.insert("table sales".into(), obj(Some("sales"), &[("definition", Some("CREATE TABLE sales (total)"))]));
+        o.insert(
+            "table sales".into(),
+            obj(
+                Some("sales"),
+                &[("definition", Some("CREATE TABLE sales (total)"))],
+            ),
+        );
         // A changed default.
-        o.insert("column sales.total".into(), obj(Some("sales"), &[("type", Some("BIGINT")), ("default", Some("1"))]));
+        o.insert(
+            "column sales.total".into(),
+            obj(
+                Some("sales"),
+                &[("type", Some("BIGINT")), ("default", Some("1"))],
+            ),
+        );
         // An added index.
-        o.insert("index sales_by_day_idx".into(), obj(Some("sales"), &[("unique", Some("no"))]));
+        o.insert(
+            "index sales_by_day_idx".into(),
+            obj(Some("sales"), &[("unique", Some("no"))]),
+        );
         // A whole table dropped: one line, not one per column and index.
         o.remove("table expenses");
         o.remove("column expenses.x");
@@ -163,7 +208,13 @@ mod tests {
         let mut actual = reference();
         actual.objects.insert(
             "table sales".into(),
-            obj(Some("sales"), &[("definition", Some("CREATE TABLE sales (total CHECK (total > 0), note)"))]),
+            obj(
+                Some("sales"),
+                &[(
+                    "definition",
+                    Some("CREATE TABLE sales (total CHECK (total > 0), note)"),
+                )],
+            ),
         );
         let d = compare(&reference(), &actual);
         assert_eq!(d.len(), 1, "{d:?}");

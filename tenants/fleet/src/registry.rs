@@ -17,7 +17,9 @@ use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{locks, write_tx, ControlBackend, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, DbError, Error, Result};
 use tenantplane_control_db::outbox::{self, EventKind};
-use tenantplane_control_db::schema::{database_servers, plans, tenant_drift, tenant_labels, tenants};
+use tenantplane_control_db::schema::{
+    database_servers, plans, tenant_drift, tenant_labels, tenants,
+};
 use tenantplane_control_db::validate;
 
 pub const MAX_PAGE: i64 = 500;
