@@ -4,6 +4,7 @@
 mod backup;
 mod control_rows;
 mod cpu_meter;
+mod drift;
 mod flags;
 mod rollout;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Backups of every tenant with the backup engine against a loop of
     /// `pg_dump -Fc` / `sqlite3 .backup`, then the restore drill.
     Backup(backup::BackupArgs),
+    /// What a drift check costs per tenant, against connecting and reading
+    /// the applied versions.
+    Drift(drift::DriftArgs),
 }
 
 /// Logs at `warn` unless `TENANTPLANE_LOG` says otherwise: the API's
@@ -56,5 +60,6 @@ fn main() -> Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Flags(args) => flags::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Drift(args) => drift::run(args),
     }
 }

@@ -7,7 +7,8 @@
 //! - [`sqlite`]: `sqlite_schema` and the `pragma_table_info`/`index_list`/
 //!   `index_xinfo`/`foreign_key_list` table-valued functions, one statement;
 //! - [`postgres`]: `pg_catalog` for the connection's `current_schema()`, one
-//!   statement (one round trip);
+//!   statement, under planner settings that keep it cheap in a database of
+//!   many schemas;
 //! - [`reference`]: the snapshot of a scratch database migrated to a version,
 //!   built once per (backend, version) and cached in the process.
 //!
