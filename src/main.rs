@@ -106,6 +106,10 @@ enum Command {
     /// (calls the API).
     #[command(subcommand)]
     Outbox(cli::notify::OutboxCmd),
+    /// Compare tenants' schemas with the reference schema of their
+    /// recorded version and print the differences (calls the API); exits
+    /// with status 1 when a tenant drifted.
+    Drift(cli::drift::DriftArgs),
 }
 
 /// The default log filter. actix-http logs every request it cannot parse
@@ -178,6 +182,7 @@ fn main() -> Result<()> {
         Command::Backups(cmd) => cli::backups::run(&client, cli.output, cmd),
         Command::Webhooks(cmd) => cli::notify::webhooks(&client, cli.output, cmd),
         Command::Outbox(cmd) => cli::notify::outbox(&client, cli.output, cmd),
+        Command::Drift(args) => cli::drift::run(&client, cli.output, args),
         Command::Serve { .. } | Command::Api | Command::Worker => Ok(()),
     }
 }

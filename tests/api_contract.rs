@@ -97,6 +97,9 @@ fn openapi_documents_every_route() {
         ("/v1/outbox", "get"),
         ("/v1/outbox/{id}", "get"),
         ("/v1/outbox/{id}/retry", "post"),
+        ("/v1/tenants/{id}/drift", "get"),
+        ("/v1/drift", "post"),
+        ("/v1/drift", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -334,6 +334,8 @@ fn watch_reports_a_halted_rollout_and_its_failed_tenants() {
             "0",
             "--max-attempts",
             "1",
+            // The broken tenant's drift is what makes its migration fail.
+            "--allow-drift",
             "--watch",
         ],
     );

@@ -14,6 +14,7 @@ mod backups;
 mod cli_flags;
 mod cli_rollout;
 mod console;
+mod drift;
 mod error_kinds;
 mod exports;
 mod hardening;

@@ -316,7 +316,8 @@ fn failed_tenant_is_restored(place: &Place, app: &App) {
     let r = start(
         app,
         json!({"target": "head", "selector": selector(place), "backup": true,
-               "restore_on_failure": true, "failure_budget": {"max_failed": 1}}),
+               "restore_on_failure": true, "failure_budget": {"max_failed": 1},
+               "allow_drift": true}),
     );
     assert_eq!(
         (&r["backup"], &r["restore_on_failure"]),

@@ -357,7 +357,7 @@ fn a_permanent_failure_fails_its_tenant_and_the_rest_succeed_then_retry_fixes_it
     break_tenant(&app, &bad_id);
     let r = start(
         &app,
-        json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed": 1}}),
+        json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed": 1}, "allow_drift": true}),
     );
     let id = r["id"].as_str().expect("id");
     let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
@@ -436,7 +436,7 @@ fn the_failure_budget_halts_and_pending_tenants_wait() {
     }
     let r = start(
         &app,
-        json!({"target": "head", "selector": {"all": true}, "concurrency": 1, "failure_budget": {"max_failed": 0}}),
+        json!({"target": "head", "selector": {"all": true}, "concurrency": 1, "failure_budget": {"max_failed": 0}, "allow_drift": true}),
     );
     let id = r["id"].as_str().expect("id");
     let halted = wait_state(&app, id, &["halted", "succeeded", "failed"]);
@@ -1176,7 +1176,7 @@ fn postgres_schemas_fail_alone_roll_back_and_halt_by_budget() {
         .expect("break");
     let r = start(
         &app,
-        json!({"target": "head", "selector": {"servers": ["pg"]}, "failure_budget": {"max_failed": 1}}),
+        json!({"target": "head", "selector": {"servers": ["pg"]}, "failure_budget": {"max_failed": 1}, "allow_drift": true}),
     );
     let id = r["id"].as_str().expect("id").to_string();
     let done = wait_state(&app, &id, &["succeeded", "failed", "halted"]);
@@ -1229,7 +1229,7 @@ fn postgres_schemas_fail_alone_roll_back_and_halt_by_budget() {
     }
     let again = start(
         &app,
-        json!({"target": "head", "selector": {"servers": ["pg"]}, "concurrency": 1, "failure_budget": {"max_failed": 1}}),
+        json!({"target": "head", "selector": {"servers": ["pg"]}, "concurrency": 1, "failure_budget": {"max_failed": 1}, "allow_drift": true}),
     );
     let halted = wait_state(
         &app,

@@ -178,6 +178,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::outbox::list)
     .service(routes::outbox::get)
     .service(routes::outbox::retry)
+    .service(routes::drift::check)
+    .service(routes::drift::queue)
+    .service(routes::drift::list)
     .configure(console::configure);
 }
 

@@ -94,6 +94,9 @@ impl Modify for BearerAuth {
         routes::outbox::list,
         routes::outbox::get,
         routes::outbox::retry,
+        routes::drift::check,
+        routes::drift::queue,
+        routes::drift::list,
     ),
     // The outbox events' bodies: each is the `data` of a webhook delivery
     // of its kind (`WebhookPayload`).

@@ -2,6 +2,7 @@
 
 pub mod backups;
 pub mod client;
+pub mod drift;
 pub mod flags;
 pub mod notify;
 pub mod output;
@@ -141,7 +142,7 @@ const MOVE_COLUMNS: &[&str] = &[
     "last_error",
 ];
 
-fn labels_object(labels: &[String]) -> Result<Value> {
+pub(crate) fn labels_object(labels: &[String]) -> Result<Value> {
     let mut map = Map::new();
     for l in labels {
         let Some((k, v)) = l.split_once('=') else {

@@ -140,6 +140,10 @@ pub struct Spec {
     /// (needs --backup; the API refuses it alone).
     #[arg(long)]
     restore_on_failure: bool,
+    /// Migrate tenants whose schema drifted from their version's reference
+    /// (by default their tasks fail with the differences).
+    #[arg(long)]
+    allow_drift: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +326,9 @@ impl Spec {
         }
         if self.restore_on_failure {
             opt("restore_on_failure", Some(json!(true)));
+        }
+        if self.allow_drift {
+            opt("allow_drift", Some(json!(true)));
         }
         if dry_run {
             opt("dry_run", Some(json!(true)));

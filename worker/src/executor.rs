@@ -62,7 +62,7 @@ use tenantplane_fleet::tenant_run::Outcome;
 use tenantplane_fleet::tenant_run::{self, RunOptions};
 use tenantplane_rollout::tasks::{self, ClaimedTask, RestoreNote, TaskPolicy};
 
-use crate::Shared;
+use crate::{drift_gate, Shared};
 
 pub(crate) fn run(s: &Shared) {
     let mut idle = s.config.poll;
@@ -144,6 +144,14 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
         let msg = format!("tenant {}: malformed id", task.tenant_id);
         return (Outcome::failed_before_start(msg, false), None);
     };
+    let location = TenantDbLocation::new(&server, &id);
+    // A drifted tenant is not migrated (nor backed up) unless the rollout
+    // allows drift.
+    if !policy.allow_drift {
+        if let Some(refused) = drift_gate::refuse_drifted(s, task, &slug, &location) {
+            return (refused, None);
+        }
+    }
     // A verify-only run of a tenant at its target changes nothing: its
     // probes roll back whatever they find.
     let backup = if policy.backup && schema_version != task.to_version {
@@ -157,7 +165,6 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
     } else {
         None
     };
-    let location = TenantDbLocation::new(&server, &id);
     let opts = RunOptions {
         target: task.to_version.clone(),
         probes: true,

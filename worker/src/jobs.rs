@@ -30,6 +30,7 @@ pub fn registry() -> Registry {
         .register::<BackupSweep>();
     tenantplane_backup::jobs::register(&mut r);
     tenantplane_notify::register(&mut r);
+    tenantplane_drift::register(&mut r);
     r
 }
 

@@ -1,7 +1,8 @@
 //! The worker: background work driven only by rows in the control database.
 //!
 //! - Executor threads claim rollout tasks (leases), migrate one tenant each
-//!   (`tenant_run`), and record the outcome.
+//!   (`tenant_run`), and record the outcome; a tenant whose schema drifted
+//!   from its version's reference is refused first (`drift_gate`).
 //! - A maintenance thread extends the leases of running tasks, moves rollouts
 //!   through their waves, and keeps the periodic housekeeping queued.
 //! - A job runner (`tenantplane_jobs`) runs durable jobs: the provisioning
@@ -14,6 +15,7 @@
 //! task belongs to whoever holds its lease, and a killed worker's leases
 //! expire so others take its tasks over.
 
+mod drift_gate;
 mod executor;
 pub mod jobs;
 

@@ -249,6 +249,7 @@ impl NewForm {
             priority: None,
             backup: None,
             restore_on_failure: None,
+            allow_drift: None,
         })
     }
 }

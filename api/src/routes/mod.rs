@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod backups;
+pub mod drift;
 pub mod exports;
 pub mod features;
 pub mod health;

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod backups;
+pub mod drift;
 pub mod exports;
 pub mod features;
 pub mod flags;

@@ -111,6 +111,11 @@ pub struct RolloutRequest {
     /// (after a `pre_restore` safety backup of the failed state). The task
     /// still counts as failed in the failure budget. Default false.
     pub restore_on_failure: Option<bool>,
+    /// Migrate tenants whose schema drifted from the reference of their
+    /// version. By default a task first checks its tenant for drift and
+    /// fails, with the differences as its error, when it finds any.
+    /// Default false.
+    pub allow_drift: Option<bool>,
 }
 
 /// Counts of tasks by state.
@@ -175,6 +180,8 @@ pub struct Rollout {
     pub backup: bool,
     /// A tenant whose migration failed for good is restored from that backup.
     pub restore_on_failure: bool,
+    /// Tenants whose schema drifted are migrated anyway.
+    pub allow_drift: bool,
     pub total: i32,
     pub counts: TaskCounts,
     /// Tenants finished per second so far.

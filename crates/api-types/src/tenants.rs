@@ -32,6 +32,9 @@ pub struct Tenant {
     #[serde(serialize_with = "crate::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: NaiveDateTime,
+    /// The last drift check (`null` = never checked); `drifted: true` flags
+    /// a tenant whose schema differs from its version's reference.
+    pub drift: Option<crate::drift::DriftStatus>,
 }
 
 /// Body of `POST /v1/tenants`.

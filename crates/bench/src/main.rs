@@ -4,6 +4,7 @@
 mod backup;
 mod control_rows;
 mod cpu_meter;
+mod drift;
 mod flags;
 mod fleet;
 mod rollout;
@@ -38,6 +39,9 @@ enum Command {
     /// What a rollout costs the control DB at 1,000 and at 100,000 tenants:
     /// no-op rollout, creation, progress reads under load, peak RSS.
     Fleet(fleet::FleetArgs),
+    /// What a drift check costs per tenant, against connecting and reading
+    /// the applied versions.
+    Drift(drift::DriftArgs),
 }
 
 /// Logs at `warn` unless `TENANTPLANE_LOG` says otherwise: the API's
@@ -61,5 +65,6 @@ fn main() -> Result<()> {
         Command::Flags(args) => flags::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Drift(args) => drift::run(args),
     }
 }

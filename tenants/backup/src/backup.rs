@@ -484,13 +484,3 @@ fn remove_old_work_dirs(tmp: &std::path::Path, older_than: StdDuration) -> usize
     }
     removed
 }
-
-/// The tenants a backup may be taken of (for schedules): live, not
-/// provisioning.
-pub(crate) fn live_tenants() -> tenants::BoxedQuery<'static, tenantplane_control_db::ControlBackend>
-{
-    tenants::table
-        .filter(tenants::deleted_at.is_null())
-        .filter(tenants::status.ne(TenantStatus::Provisioning.as_str()))
-        .into_boxed()
-}

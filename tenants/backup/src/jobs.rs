@@ -10,16 +10,14 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use tenantplane_api_types::rollouts::Selector;
-use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
+use tenantplane_control_db::db::{write_tx, ControlDb};
 use tenantplane_control_db::error::{Error, Result};
-use tenantplane_control_db::schema::{backups, plans, tenants};
+use tenantplane_control_db::schema::backups;
 use tenantplane_control_db::states::BackupState;
-use tenantplane_fleet::registry::with_labels;
-use tenantplane_fleet::servers;
 use tenantplane_jobs::schedules::Fire;
 use tenantplane_jobs::{enqueue, Job, JobContext, JobError, Registry};
 
-use crate::backup::{create, live_tenants};
+use crate::backup::create;
 use crate::rows::Reason;
 use crate::store::ArtifactStore;
 use crate::verify::verify;
@@ -158,62 +156,9 @@ impl Job for ScheduledVerify {
 #[serde(transparent)]
 pub struct ScheduledRetention(pub Fire);
 
-/// The ids of the live (not deleted, not provisioning) tenants a selector
-/// picks; `None` or `{"all": true}` picks all. Names must exist (a typo
-/// must not quietly back up fewer tenants).
-///
-/// The same rules as `tenantplane_rollout::selection`, as one query: the
-/// rollout's version reads in pages and orders for waves, which a fan-out
-/// does not need.
-pub fn select_tenants(
-    conn: &mut ControlConnection,
-    selector: Option<&Selector>,
-) -> Result<Vec<String>> {
-    let mut q = live_tenants().select(tenants::id);
-    let Some(s) = selector else {
-        return Ok(q.order(tenants::id).load(conn)?);
-    };
-    if s.all == Some(false) {
-        return Err(Error::invalid("selector.all must be true when given"));
-    }
-    if let Some(wanted) = &s.tenants {
-        let found: Vec<(String, String)> = tenants::table
-            .filter(tenants::deleted_at.is_null())
-            .filter(tenants::id.eq_any(wanted).or(tenants::slug.eq_any(wanted)))
-            .select((tenants::id, tenants::slug))
-            .load(conn)?;
-        let unknown: Vec<&String> = wanted
-            .iter()
-            .filter(|w| !found.iter().any(|(id, slug)| id == *w || slug == *w))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Error::invalid(format!(
-                "unknown tenants in selector: {unknown:?}"
-            )));
-        }
-        q = q.filter(tenants::id.eq_any(found.into_iter().map(|(id, _)| id).collect::<Vec<_>>()));
-    }
-    if let Some(wanted) = &s.plans {
-        let ids: Vec<String> = plans::table
-            .filter(plans::slug.eq_any(wanted).or(plans::id.eq_any(wanted)))
-            .select(plans::id)
-            .load(conn)?;
-        q = q.filter(tenants::plan_id.eq_any(ids));
-    }
-    if let Some(labels) = &s.labels {
-        q = with_labels(q, labels);
-    }
-    if let Some(wanted) = &s.servers {
-        let mut ids = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            let server = servers::find(conn, w)
-                .map_err(|_| Error::invalid(format!("unknown server in selector: '{w}'")))?;
-            ids.push(server.id);
-        }
-        q = q.filter(tenants::server_id.eq_any(ids));
-    }
-    Ok(q.order(tenants::id).load(conn)?)
-}
+/// The ids of the live tenants a selector picks (moved to the fleet, where
+/// the drift checks share it).
+pub use tenantplane_fleet::selector::select_tenants;
 
 /// Queues a [`BackupJob`] for every selected tenant (one open job per
 /// tenant: a tenant whose backup is already queued is skipped). Returns how

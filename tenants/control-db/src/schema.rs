@@ -99,6 +99,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         backup -> Bool,
         restore_on_failure -> Bool,
+        allow_drift -> Bool,
         wave_done_at -> Nullable<Timestamp>,
     }
 }
@@ -213,6 +214,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     console_sessions,
     tenant_trials,
+    tenant_drift,
     rollout_counters,
     task_attempts,
 );
@@ -439,3 +441,16 @@ diesel::table! {
 }
 
 diesel::joinable!(task_attempts -> tasks (task_id));
+
+diesel::table! {
+    tenant_drift (tenant_id) {
+        tenant_id -> Text,
+        schema_version -> Nullable<Text>,
+        drifted -> Bool,
+        difference_count -> Integer,
+        differences -> Text,
+        checked_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tenant_drift -> tenants (tenant_id));

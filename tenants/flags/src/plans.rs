@@ -637,6 +637,7 @@ fn queue_upgrade(
         priority: Some(UPGRADE_PRIORITY),
         backup: None,
         restore_on_failure: None,
+        allow_drift: None,
     };
     Ok(match rollouts::create(db, actor, req)? {
         Created::Rollout(r) => Some(r.id),

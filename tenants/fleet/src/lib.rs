@@ -4,6 +4,7 @@
 
 pub mod pg_pool;
 pub mod registry;
+pub mod selector;
 pub mod servers;
 pub mod tenant_db;
 pub mod tenant_run;

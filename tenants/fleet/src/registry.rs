@@ -10,13 +10,16 @@ use uuid::Uuid;
 
 use crate::servers::{self, DatabaseServer};
 use crate::tenant_db::TenantDbLocation;
+use tenantplane_api_types::drift::DriftStatus;
 pub use tenantplane_api_types::tenants::{NewTenant, Tenant, TenantPage, TenantPatch};
 use tenantplane_control_db::audit::{self, Actor, Change};
 use tenantplane_control_db::changes;
 use tenantplane_control_db::db::{locks, write_tx, ControlBackend, ControlConnection, ControlDb};
 use tenantplane_control_db::error::{report, DbError, Error, Result};
 use tenantplane_control_db::outbox::{self, EventKind};
-use tenantplane_control_db::schema::{database_servers, plans, tenant_labels, tenants};
+use tenantplane_control_db::schema::{
+    database_servers, plans, tenant_drift, tenant_labels, tenants,
+};
 use tenantplane_control_db::validate;
 
 pub const MAX_PAGE: i64 = 500;
@@ -105,6 +108,7 @@ fn assemble(conn: &mut ControlConnection, rows: Vec<TenantRow>) -> Result<Vec<Te
         .load::<(String, String)>(conn)?
         .into_iter()
         .collect();
+    let mut drift = load_drift(conn, &ids)?;
     let names: BTreeMap<String, String> = database_servers::table
         .select((database_servers::id, database_servers::name))
         .load::<(String, String)>(conn)?
@@ -114,6 +118,7 @@ fn assemble(conn: &mut ControlConnection, rows: Vec<TenantRow>) -> Result<Vec<Te
         .into_iter()
         .map(|r| Tenant {
             labels: labels.remove(&r.id).unwrap_or_default(),
+            drift: drift.remove(&r.id),
             server: names.get(&r.server_id).cloned().unwrap_or_default(),
             phase: catalogue::phase_of(r.schema_version.as_deref()),
             id: r.id,
@@ -129,6 +134,38 @@ fn assemble(conn: &mut ControlConnection, rows: Vec<TenantRow>) -> Result<Vec<Te
             updated_at: r.updated_at,
         })
         .collect())
+}
+
+/// The last drift check of each tenant (written by `tenantplane-drift`).
+fn load_drift(
+    conn: &mut ControlConnection,
+    ids: &[String],
+) -> Result<BTreeMap<String, DriftStatus>> {
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, bool, i32, Option<String>, NaiveDateTime)> = tenant_drift::table
+            .filter(tenant_drift::tenant_id.eq_any(chunk))
+            .select((
+                tenant_drift::tenant_id,
+                tenant_drift::drifted,
+                tenant_drift::difference_count,
+                tenant_drift::schema_version,
+                tenant_drift::checked_at,
+            ))
+            .load(conn)?;
+        for (id, drifted, differences, schema_version, checked_at) in rows {
+            out.insert(
+                id,
+                DriftStatus {
+                    drifted,
+                    differences,
+                    schema_version,
+                    checked_at,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Finds a live (not deleted) tenant row by id or slug.

@@ -51,6 +51,8 @@ pub struct TaskPolicy {
     pub backup: bool,
     /// Restore the tenant from that backup when its migration fails for good.
     pub restore_on_failure: bool,
+    /// Migrate the tenant even if its schema drifted.
+    pub allow_drift: bool,
 }
 
 /// Takes the next pending, due task of one rollout whose wave has started
@@ -142,6 +144,7 @@ pub fn claim(
             rollouts_t::backoff_max_ms,
             rollouts_t::backup,
             rollouts_t::restore_on_failure,
+            rollouts_t::allow_drift,
         ))
         .first(&mut conn)?;
     Ok(Some((task, policy)))

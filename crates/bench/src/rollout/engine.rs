@@ -64,6 +64,7 @@ fn rollout_to_head(s: &Settings) -> RolloutRequest {
         priority: None,
         backup: None,
         restore_on_failure: None,
+        allow_drift: None,
     }
 }
 

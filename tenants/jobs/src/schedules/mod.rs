@@ -64,6 +64,7 @@ pub const SCHEDULABLE_KINDS: &[&str] = &[
     "export-cleanup",
     "sweep.provisioning",
     "sweep.trials",
+    "drift",
 ];
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             finished_at: None,
             backup: settings.backup,
             restore_on_failure: settings.restore_on_failure,
+            allow_drift: settings.allow_drift,
             wave_done_at: None,
         };
         diesel::insert_into(rollouts::table)
@@ -173,6 +174,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             "target": row.target, "target_version": row.target_version,
             "selector": req.selector, "total": total,
             "backup": row.backup, "restore_on_failure": row.restore_on_failure,
+            "allow_drift": row.allow_drift,
         });
         audit::record(
             conn,

@@ -62,5 +62,7 @@ pub struct RolloutRow {
     pub finished_at: Option<NaiveDateTime>,
     pub backup: bool,
     pub restore_on_failure: bool,
+    /// Migrate tenants whose schema drifted from their version's reference.
+    pub allow_drift: bool,
     pub wave_done_at: Option<NaiveDateTime>,
 }

@@ -75,6 +75,7 @@ fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
         priority: r.priority,
         backup: r.backup,
         restore_on_failure: r.restore_on_failure,
+        allow_drift: r.allow_drift,
         total: r.total,
         counts,
         tenants_per_second: rate,

@@ -29,6 +29,8 @@ pub(super) struct Settings {
     pub(super) backup: bool,
     /// Restore a tenant whose migration failed for good from that backup.
     pub(super) restore_on_failure: bool,
+    /// Migrate tenants whose schema drifted (else their task fails).
+    pub(super) allow_drift: bool,
 }
 
 impl Settings {
@@ -145,5 +147,6 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         waves,
         backup,
         restore_on_failure,
+        allow_drift: req.allow_drift.unwrap_or(false),
     })
 }
