@@ -1650,3 +1650,34 @@ fn console_sessions_note_last_seen_once_a_minute_and_sweep_expired_ones() {
         Some("/console/login")
     );
 }
+
+/// A tenant found drifted is on the overview's "needs attention" list with
+/// its differences, and off it once it matches its version again.
+#[test]
+fn drifted_tenants_need_attention_on_the_overview() {
+    let app = App::start();
+    let id = new_tenant(&app, "drifty-shop");
+    let (cookie, _) = sign_in(&app);
+    let overview = || {
+        send(
+            agent()
+                .get(&format!("{}/console", app.url))
+                .set("Cookie", &cookie),
+            None,
+        )
+        .body
+    };
+    let mut db = tenant_db(&app, &id);
+    db.batch_execute("CREATE INDEX handmade_idx ON sales (id)")
+        .expect("drift by hand");
+    let (s, d) = app.call("GET", &format!("/v1/tenants/{id}/drift"), None);
+    assert_eq!((s, d["drifted"].as_bool()), (200, Some(true)), "{d}");
+    let page = overview();
+    assert!(page.contains("Tenant drifty-shop drifted"), "{page}");
+    assert!(page.contains("handmade_idx"), "{page}");
+
+    db.batch_execute("DROP INDEX handmade_idx").expect("undo");
+    let (s, d) = app.call("GET", &format!("/v1/tenants/{id}/drift"), None);
+    assert_eq!((s, d["drifted"].as_bool()), (200, Some(false)), "{d}");
+    assert!(!overview().contains("drifty-shop drifted"));
+}

@@ -60,7 +60,7 @@ pub async fn overview(
     s: ConsoleSession,
 ) -> Result<HttpResponse, ConsoleError> {
     let db = state.db.clone();
-    let (counts, active, troubled, failed_backups, dead) = blocking(move || {
+    let (counts, active, troubled, failed_backups, dead, drifted) = blocking(move || {
         let counts = registry::counts(&db)?;
         let mut active = rollouts::list(&db, Some("running"), 50)?;
         active.extend(rollouts::list(&db, Some("paused"), 50)?);
@@ -82,7 +82,8 @@ pub async fn overview(
                 ..Default::default()
             },
         )?;
-        Ok((counts, active, troubled, failed_backups, dead))
+        let drifted = tenantplane_drift::store::list(&db, true)?;
+        Ok((counts, active, troubled, failed_backups, dead, drifted))
     })
     .await?;
     let mut attention: Vec<Attention> = troubled
@@ -123,6 +124,21 @@ pub async fn overview(
                 .chars()
                 .take(200)
                 .collect::<String>()
+        ),
+    }));
+    attention.extend(drifted.iter().take(20).map(|d| Attention {
+        what: format!("Tenant {} drifted", d.slug),
+        link: format!("/console/tenants/{}", d.tenant_id),
+        detail: format!(
+            "{} difference(s) from version {}: {}",
+            d.differences.len(),
+            d.schema_version.as_deref().unwrap_or("(empty)"),
+            d.differences
+                .iter()
+                .take(3)
+                .map(|x| x.text.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
     }));
     let head = tenantplane_migrations::catalogue::head()
