@@ -143,6 +143,9 @@ pub struct NewForm {
     /// After the first wave: `manual` or seconds; empty = no hold.
     #[serde(default)]
     hold: String,
+    /// `on` when the box is ticked: migrate drifted tenants anyway.
+    #[serde(default)]
+    allow_drift: String,
     #[serde(default)]
     concurrency: String,
     #[serde(default)]
@@ -249,7 +252,7 @@ impl NewForm {
             priority: None,
             backup: None,
             restore_on_failure: None,
-            allow_drift: None,
+            allow_drift: (self.allow_drift == "on").then_some(true),
         })
     }
 }
