@@ -26,6 +26,8 @@ mod reclaim;
 mod rollout_backups;
 mod rollout_creation;
 mod rollouts;
+mod scale_out;
 mod schedules;
 mod shutdown;
 mod tenants_lifecycle;
+mod worker_health;

@@ -143,6 +143,9 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
         let msg = format!("tenant {}: malformed id", task.tenant_id);
         return (Outcome::failed_before_start(msg, false), None);
     };
+    // From here on this run holds tenant connections: within this process's
+    // budget for the server (`server_slots.rs`), released when it returns.
+    let _slot = s.slots.acquire(&server.id);
     // A verify-only run of a tenant at its target changes nothing: its
     // probes roll back whatever they find.
     let backup = if policy.backup && schema_version != task.to_version {

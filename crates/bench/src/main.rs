@@ -6,6 +6,7 @@ mod control_rows;
 mod cpu_meter;
 mod flags;
 mod rollout;
+mod scale_out;
 
 use std::io::IsTerminal;
 
@@ -34,6 +35,13 @@ enum Command {
     /// Backups of every tenant with the backup engine against a loop of
     /// `pg_dump -Fc` / `sqlite3 .backup`, then the restore drill.
     Backup(backup::BackupArgs),
+    /// One rollout run by 1, 2 and 4 worker processes on one PostgreSQL
+    /// control database: tenants/s, speed-up, CPU, control-DB cost per
+    /// tenant.
+    ScaleOut(scale_out::ScaleOutArgs),
+    /// A worker process of `scale-out` (started by it).
+    #[command(hide = true)]
+    ScaleOutWorker(scale_out::WorkerArgs),
 }
 
 /// Logs at `warn` unless `TENANTPLANE_LOG` says otherwise: the API's
@@ -56,5 +64,7 @@ fn main() -> Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Flags(args) => flags::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::ScaleOut(args) => scale_out::run(args),
+        Command::ScaleOutWorker(args) => scale_out::worker_main(args),
     }
 }
