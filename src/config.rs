@@ -174,9 +174,11 @@ impl Config {
             file.worker_threads.map(|n| n as u64),
         )?
         .map(|n| n as usize);
-        let control_db_pool_size =
-            optional("TENANTPLANE_CONTROL_DB_POOL_SIZE", file.control_db_pool_size)?
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let control_db_pool_size = optional(
+            "TENANTPLANE_CONTROL_DB_POOL_SIZE",
+            file.control_db_pool_size,
+        )?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         if let Some(n) = control_db_pool_size {
             if n > 1000 {
                 bail!("TENANTPLANE_CONTROL_DB_POOL_SIZE must be at most 1000, not {n}");

@@ -125,7 +125,10 @@ fn a_bad_health_address_stops_the_start() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--health-addr") && err.contains("host:port"), "{err}");
+    assert!(
+        err.contains("--health-addr") && err.contains("host:port"),
+        "{err}"
+    );
     // Nothing was opened: the control database is not even created.
     assert!(!dir.path().join("control.db").exists());
 }

@@ -87,9 +87,8 @@ impl Pulse {
     /// worker is stopping, no executor thread has ended.
     pub fn liveness(&self, stall_after: Duration) -> Liveness {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let since = Duration::from_millis(
-            now_ms.saturating_sub(self.last_round_ms.load(Ordering::SeqCst)),
-        );
+        let since =
+            Duration::from_millis(now_ms.saturating_sub(self.last_round_ms.load(Ordering::SeqCst)));
         let executors = self.executors.load(Ordering::SeqCst);
         let threads_ok =
             self.stopping.load(Ordering::SeqCst) || executors >= self.expected_executors;
@@ -168,7 +167,12 @@ fn handle(mut stream: TcpStream, db: &ControlDb, pulse: &Pulse, stall_after: Dur
     }
     let head = String::from_utf8_lossy(&head);
     let Some((method, path)) = request_line(&head) else {
-        let _ = respond(&mut stream, 400, &error("bad_request", "not an HTTP request"), false);
+        let _ = respond(
+            &mut stream,
+            400,
+            &error("bad_request", "not an HTTP request"),
+            false,
+        );
         return;
     };
     let head_only = method == "HEAD";
@@ -204,7 +208,10 @@ fn handle(mut stream: TcpStream, db: &ControlDb, pulse: &Pulse, stall_after: Dur
                 (503, body)
             }
         },
-        _ => (404, error("not_found", "the worker serves /healthz and /readyz")),
+        _ => (
+            404,
+            error("not_found", "the worker serves /healthz and /readyz"),
+        ),
     };
     let _ = respond(&mut stream, status, &body, head_only);
 }

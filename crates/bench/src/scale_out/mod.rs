@@ -96,7 +96,10 @@ pub fn run(args: ScaleOutArgs) -> Result<()> {
         !args.processes.is_empty() && args.processes.iter().all(|&p| p >= 1),
         "--processes must list counts of at least 1"
     );
-    ensure!(args.threads >= 1 && args.pool >= 2, "--threads >= 1, --pool >= 2");
+    ensure!(
+        args.threads >= 1 && args.pool >= 2,
+        "--threads >= 1, --pool >= 2"
+    );
     let tag = &Uuid::new_v4().simple().to_string()[..8];
     let names: Vec<String> = ["control", "pg1", "pg2", "pg3"]
         .iter()
@@ -131,7 +134,12 @@ fn url_of(pg_url: &str, db: &str) -> Result<String> {
     Ok(format!("{base}/{db}"))
 }
 
-fn bench(args: &ScaleOutArgs, names: &[String], scratch: &Path, admin: &mut PgConnection) -> Result<()> {
+fn bench(
+    args: &ScaleOutArgs,
+    names: &[String],
+    scratch: &Path,
+    admin: &mut PgConnection,
+) -> Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -212,7 +220,8 @@ fn bench(args: &ScaleOutArgs, names: &[String], scratch: &Path, admin: &mut PgCo
         let background = |per_s: f64| per_s * at_settled;
         let n = args.tenants as f64;
         let cost = DbCounters {
-            xacts: ((total.xacts - polls) as f64 - background(idle.xacts as f64 / idle_s)).max(0.0)
+            xacts: ((total.xacts - polls) as f64 - background(idle.xacts as f64 / idle_s))
+                .max(0.0)
                 .round() as i64,
             rows_read: (total.rows_read as f64 - background(idle.rows_read as f64 / idle_s))
                 .max(0.0) as i64,
@@ -299,7 +308,10 @@ fn wait_done(poll: &mut PgConnection, id: &str, tenants: usize) -> Result<i64> {
             "succeeded" => return Ok(reads),
             other => bail!("rollout {id} over {tenants} tenants ended {other}"),
         }
-        ensure!(Instant::now() < deadline, "rollout {id} did not finish in an hour");
+        ensure!(
+            Instant::now() < deadline,
+            "rollout {id} did not finish in an hour"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -360,7 +372,8 @@ fn provision_pg(
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow!("a provisioning thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow!("a provisioning thread panicked"))??;
         }
         Ok(())
     })?;
@@ -412,7 +425,11 @@ fn report(args: &ScaleOutArgs, cores: usize, steps: usize, runs: &[Run]) {
         );
     }
     // What one control-DB core could feed, at the measured cost.
-    let costs: Vec<f64> = runs.iter().map(|r| r.control_cpu_ms).filter(|c| *c > 0.0).collect();
+    let costs: Vec<f64> = runs
+        .iter()
+        .map(|r| r.control_cpu_ms)
+        .filter(|c| *c > 0.0)
+        .collect();
     if !costs.is_empty() {
         let mean = costs.iter().sum::<f64>() / costs.len() as f64;
         println!(

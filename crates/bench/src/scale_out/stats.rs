@@ -56,12 +56,11 @@ pub fn backends_cpu_secs(admin: &mut PgConnection, application_name: &str) -> Re
         #[diesel(sql_type = Integer)]
         pid: i32,
     }
-    let pids: Vec<Pid> = diesel::sql_query(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind::<Text, _>(application_name)
-    .load(admin)
-    .context("listing the workers' backends")?;
+    let pids: Vec<Pid> =
+        diesel::sql_query("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind::<Text, _>(application_name)
+            .load(admin)
+            .context("listing the workers' backends")?;
     // A backend that ended in between counts nothing.
     Ok(pids
         .iter()
