@@ -235,12 +235,12 @@ fn tenant_versions(app: &App) -> BTreeMap<String, Option<String>> {
 
 #[test]
 fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigkill() {
+    let clock = std::time::Instant::now();
     let Some(control) = TestPg::new() else { return };
     let pgs: Vec<TestPg> = (0..3).map(|_| TestPg::new().expect("pg")).collect();
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path();
     let url = control.url();
-
     let apis: Vec<App> = (0..3).map(|_| start(data, &url, "api", &[])).collect();
     for (i, pg) in pgs.iter().enumerate() {
         register_pg(&apis[0], &format!("pg{}", i + 1), pg);
@@ -248,38 +248,42 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
     let servers = ["default", "pg1", "pg2", "pg3"];
     let made = create_tenants(&[&apis[0], &apis[1], &apis[2]], &servers, 600);
     assert_eq!(made.len(), 600);
+    eprintln!(
+        "600 tenants created in {:.1} s",
+        clock.elapsed().as_secs_f64()
+    );
 
-    // Six tenants per PostgreSQL database are held by a lock on their
-    // migration table: a worker's run of one of them waits until the lock
-    // goes, so the test knows which worker holds unfinished work when it
-    // stops or kills it.
-    let mut blockers = Vec::new();
-    let mut blocked = BTreeSet::new();
-    for (i, pg) in pgs.iter().enumerate() {
-        let name = format!("pg{}", i + 1);
-        let ids: Vec<&String> = made
-            .iter()
-            .filter(|(_, s)| *s == name)
-            .map(|(id, _)| id)
-            .take(6)
-            .collect();
-        let mut c = pg.connect();
-        let mut sql = "BEGIN;".to_string();
-        for id in &ids {
-            sql.push_str(&format!(
-                "LOCK TABLE \"{}\".__diesel_schema_migrations IN ACCESS EXCLUSIVE MODE;",
-                schema_of(id)
-            ));
-            blocked.insert(id.to_string());
+    // Tenants held by a lock on their migration table (one session each):
+    // a worker's run of one waits until the lock goes, so the test knows
+    // which worker holds unfinished work when it stops or kills it. At no
+    // time are enough tenants blocked to catch every executor.
+    let pg_of: HashMap<String, usize> = made
+        .iter()
+        .filter_map(|(id, s)| Some((id.clone(), s.strip_prefix("pg")?.parse::<usize>().ok()? - 1)))
+        .collect();
+    let block = |ids: &[String]| -> HashMap<String, PgConnection> {
+        ids.iter()
+            .map(|id| {
+                let mut conn = pgs[pg_of[id]].connect();
+                conn.batch_execute(&format!(
+                    "BEGIN; LOCK TABLE \"{}\".__diesel_schema_migrations IN ACCESS EXCLUSIVE MODE",
+                    schema_of(id)
+                ))
+                .expect("lock");
+                (id.clone(), conn)
+            })
+            .collect()
+    };
+    let unblock = |blockers: HashMap<String, PgConnection>| {
+        for (_, mut conn) in blockers {
+            conn.batch_execute("COMMIT").expect("unlock");
         }
-        c.batch_execute(&sql).expect("lock");
-        blockers.push(c);
-    }
+    };
 
     // Retries (and backoff) enough for the tenants whose lock a stopped
     // worker's abandoned session holds until the blockers let go: each
     // attempt fails at once as locked. Concurrency above the 9 executors,
-    // so the stuck runs never hold up the others.
+    // so stuck runs never hold up the others.
     let r = post(
         &apis[1],
         "/v1/rollouts",
@@ -291,12 +295,16 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
     assert_eq!(r["total"], 600, "{r}");
     let mut c = control.connect();
 
-    // Worker A (SIGTERM later, a long lease) starts alone and gets stuck
-    // on a blocked tenant; then B and C (SIGKILL later, a 3 s lease). C
-    // has one executor, so once it is stuck on a blocked tenant it has
-    // nothing else in progress: a SIGKILL between a tenant's commit and
-    // its record would leave a migration done but not counted in
-    // migration_runs, which this test counts.
+    // Worker A (SIGTERM later, a long lease) starts alone, 12 tenants
+    // blocked, until it is stuck on one; the others are let go. Then B
+    // and C (SIGKILL later, a 3 s lease). C has one executor, so once it
+    // is stuck on a blocked tenant it has nothing else in progress: a
+    // SIGKILL between a tenant's commit and its record would leave a
+    // migration done but not counted in migration_runs, which this test
+    // counts.
+    let first: Vec<String> = pg_of.keys().take(12).cloned().collect();
+    let mut first_blockers = block(&first);
+    let first: BTreeSet<String> = first.into_iter().collect();
     let threads = ("TENANTPLANE_WORKER_THREADS", "4".to_string());
     let mut a = start(
         data,
@@ -308,9 +316,16 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
         ],
     );
     let a_tag = owner_tag(&a);
-    wait_for("worker A to hold a blocked tenant", LONG, || {
-        (!held_by(&tasks(&mut c, &rid), &a_tag, &blocked).is_empty()).then_some(())
+    let a_stuck: BTreeSet<String> = wait_for("worker A to hold a blocked tenant", LONG, || {
+        let held = held_by(&tasks(&mut c, &rid), &a_tag, &first);
+        (!held.is_empty()).then(|| held.into_iter().map(|t| t.tenant_id).collect())
     });
+    let others: HashMap<String, PgConnection> = first
+        .iter()
+        .filter(|t| !a_stuck.contains(*t))
+        .filter_map(|t| first_blockers.remove_entry(t))
+        .collect();
+    unblock(others);
     let b = start(
         data,
         &url,
@@ -334,7 +349,8 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
         let r = rollout(&apis[2], &rid);
         (r["counts"]["succeeded"].as_i64().unwrap_or(0) >= 200).then_some(())
     });
-    let a_held = held_by(&tasks(&mut c, &rid), &a_tag, &blocked);
+    eprintln!("a third done at {:.1} s", clock.elapsed().as_secs_f64());
+    let a_held = held_by(&tasks(&mut c, &rid), &a_tag, &a_stuck);
     assert!(!a_held.is_empty(), "A is stuck on a blocked tenant");
     let status = sigterm(&mut a);
     assert!(status.success(), "a graceful stop exits 0: {status}");
@@ -349,15 +365,21 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
         );
     }
 
-    // SIGKILL C once it holds a blocked tenant: no hand-back, its lease
-    // (3 s) must run out first. (A's blocked tenants do not count: the
-    // sessions A left behind hold their locks, so a run of one fails at
-    // once as locked and goes back to pending.)
-    let fresh: BTreeSet<String> = blocked
-        .iter()
-        .filter(|t| !a_held.iter().any(|h| &h.tenant_id == *t))
-        .cloned()
+    // Eight tenants not claimed yet are blocked; B can be stuck on four at
+    // most, so C gets stuck on one. SIGKILL it then: no hand-back, its
+    // lease (3 s) must run out first. (A's blocked tenants do not count:
+    // the sessions A left behind hold their advisory locks, so a run of
+    // one fails at once as locked and goes back to pending.)
+    let pending: Vec<String> = tasks(&mut c, &rid)
+        .into_iter()
+        .filter(|t| t.state == "pending" && pg_of.contains_key(&t.tenant_id))
+        .filter(|t| !first.contains(&t.tenant_id))
+        .map(|t| t.tenant_id)
+        .take(8)
         .collect();
+    assert_eq!(pending.len(), 8);
+    let second_blockers = block(&pending);
+    let fresh: BTreeSet<String> = pending.into_iter().collect();
     wait_for("worker C to be stuck on a blocked tenant", LONG, || {
         let first = held_by(&tasks(&mut c, &rid), &c_tag, &fresh);
         let first = first.first()?.id;
@@ -366,6 +388,7 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
         let again = held_by(&tasks(&mut c, &rid), &c_tag, &fresh);
         again.iter().any(|t| t.id == first).then_some(())
     });
+    eprintln!("C stuck at {:.1} s", clock.elapsed().as_secs_f64());
     signal(&kc, "-KILL");
     kc.child.wait().expect("killed");
     let all: BTreeSet<String> = made.iter().map(|(id, _)| id.clone()).collect();
@@ -374,14 +397,17 @@ fn rollout_over_600_tenants_with_3_apis_and_3_workers_survives_sigterm_and_sigki
     assert!(fresh.contains(&c_held[0].tenant_id));
 
     // Let go of the blocked tenants; B finishes the rollout.
-    for mut blocker in blockers {
-        blocker.batch_execute("COMMIT").expect("unlock");
-    }
+    unblock(first_blockers);
+    unblock(second_blockers);
     let done = wait_for("the rollout to finish", LONG, || {
         let r = rollout(&apis[0], &rid);
         (r["state"] != "running").then_some(r)
     });
     assert_eq!(done["state"], "succeeded", "{done}");
+    eprintln!(
+        "rollout done {:.1} s after the start",
+        clock.elapsed().as_secs_f64()
+    );
 
     // Every replica reports the same: 600 succeeded, every tenant at head.
     let head = tenantplane_migrations::catalogue::head().expect("head");
