@@ -10,7 +10,7 @@
 //!    over the three PostgreSQL databases, all at phase 0 (not timed).
 //! 2. For each process count P: create the rollout (`concurrency` = P ×
 //!    threads, no per-server limit beyond it), start P worker processes
-//!    (`procs.rs`), wait for `succeeded`; then 2 s for the statistics to
+//!    (`procs.rs`), wait for `succeeded`; then 11 s for the statistics to
 //!    arrive and 5 s idle, to tell the per-tenant cost from the
 //!    per-process background (relay, scheduler, job runner, heartbeats).
 //!    Then the fleet goes back to phase 0 (not timed) for the next P.
@@ -46,9 +46,12 @@ use stats::DbCounters;
 const APP_NAME: &str = "tp_scale_worker";
 /// Idle time measured after each run: the per-process background rate.
 const IDLE: Duration = Duration::from_secs(5);
-/// Time for the backends' statistics to arrive (they report at most once a
-/// second).
-const SETTLE: Duration = Duration::from_secs(2);
+/// Time for the backends' statistics to arrive: a busy backend reports at
+/// most once a second, and one that went idle with counts pending reports
+/// them after 10 s (PostgreSQL 15's `PGSTAT_IDLE_INTERVAL`); measured idle
+/// rates were 7 times too high with 2 s, as the run's last counts landed
+/// in the idle window.
+const SETTLE: Duration = Duration::from_secs(11);
 
 /// Options of `tenantplane-bench scale-out`.
 #[derive(Debug, clap::Args)]
