@@ -191,7 +191,7 @@ impl Config {
         if let Some(a) = &worker_health_addr {
             check_addr("TENANTPLANE_WORKER_HEALTH_ADDR", a)?;
         }
-        let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 30)?;
+        let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 15)?;
         let shutdown_grace_s = number("TENANTPLANE_SHUTDOWN_GRACE_S", file.shutdown_grace_s, 30)?;
         let tenant_rate_per_s = number(
             "TENANTPLANE_TENANT_RATE_PER_S",
@@ -307,7 +307,7 @@ mod tests {
         let text = include_str!("../deploy/tenantplane.example.toml");
         let parsed: FileConfig = toml::from_str(text).unwrap();
         assert_eq!(parsed.shutdown_grace_s, Some(30));
-        assert_eq!(parsed.worker_lease_s, Some(30));
+        assert_eq!(parsed.worker_lease_s, Some(15));
     }
 
     #[test]

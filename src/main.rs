@@ -113,9 +113,15 @@ enum Command {
     Outbox(cli::notify::OutboxCmd),
 }
 
+/// The default log filter. actix-http logs every request it cannot parse
+/// (a malformed header, a broken chunk) as an ERROR from its dispatcher; the
+/// client gets its 400, and an ERROR per garbage request would let anyone
+/// flood the error log, so those lines are off.
+const DEFAULT_LOG: &str = "info,actix_server=warn,actix_http::h1::dispatcher=off";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("TENANTPLANE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let filter =
+        EnvFilter::try_from_env("TENANTPLANE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     // Colour codes only on a terminal: `serve 2> file` gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

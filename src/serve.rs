@@ -31,7 +31,7 @@ pub struct Parts {
 pub fn open_control(config: &Config) -> Result<ControlDb> {
     let db = ControlDb::open_with(&config.control_db, config.control_db_pool_size)
         .context("opening the control database")?;
-    servers::ensure_default(&db, &config.data_dir).context("registering the default server")?;
+    servers::ensure_default_in(&db, &config.data_dir).context("registering the default server")?;
     plans::ensure_defaults(&db).context("creating the default plans")?;
     Ok(db)
 }

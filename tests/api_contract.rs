@@ -37,6 +37,11 @@ fn openapi_documents_every_route() {
         ("/v1/servers", "get"),
         ("/v1/servers", "post"),
         ("/v1/servers/{id}", "get"),
+        ("/v1/servers/{id}", "patch"),
+        ("/v1/servers/{id}/drain", "post"),
+        ("/v1/servers/{id}/drain", "get"),
+        ("/v1/tenants/{id}/move", "post"),
+        ("/v1/tenants/{id}/move", "get"),
         ("/v1/schedules", "get"),
         ("/v1/schedules", "post"),
         ("/v1/schedules/{name}", "get"),
@@ -52,6 +57,7 @@ fn openapi_documents_every_route() {
         ("/v1/rollouts/{id}/resume", "post"),
         ("/v1/rollouts/{id}/cancel", "post"),
         ("/v1/rollouts/{id}/retry", "post"),
+        ("/v1/rollouts/{id}/promote", "post"),
         ("/v1/plans", "get"),
         ("/v1/plans", "post"),
         ("/v1/plans/{slug}", "get"),
@@ -214,6 +220,8 @@ fn wrong_methods_answer_405_with_allow() {
         ("PUT", "/v1/tenants/some-shop", "GET, DELETE, PATCH"),
         ("GET", "/v1/backups/some-id/restore", "POST"),
         ("PATCH", "/v1/rollouts/abc/pause", "POST"),
+        // The literal path wins over `/v1/backups/{id}`, as in the router.
+        ("OPTIONS", "/v1/backups/retention", "POST"),
     ] {
         let resp = match ureq::request(method, &format!("{}{path}", app.url))
             .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
@@ -227,6 +235,65 @@ fn wrong_methods_answer_405_with_allow() {
         let body: Value = resp.into_json().expect("json");
         assert_eq!(error_code(&body), "method_not_allowed");
     }
+}
+
+/// JSON bodies are objects (serde would read `[null, null]` into a struct
+/// field by field), a whole number written `7.0` is the integer 7, `null` is
+/// no body, and an optional body that is there must parse.
+#[test]
+fn json_bodies_are_objects_and_integral_floats_are_integers() {
+    let app = App::start();
+    let (s, before) = app.call("GET", "/v1/schedules/nightly-backup", None);
+    assert_eq!(s, 200, "{before}");
+    let (s, e) = app.call(
+        "PATCH",
+        "/v1/schedules/nightly-backup",
+        Some(json!([null, null])),
+    );
+    assert_eq!((s, error_code(&e).as_str()), (400, "bad_request"), "{e}");
+    let (_, after) = app.call("GET", "/v1/schedules/nightly-backup", None);
+    assert_eq!(before, after, "a refused body changes nothing");
+
+    let (s, t) = app.call(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "float-shop", "name": "Float", "schema": "none"})),
+    );
+    assert_eq!(s, 201, "{t}");
+    let (s, r) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(
+            json!({"target": "head", "selector": {"tenants": ["float-shop"]}, "dry_run": true,
+            "concurrency": 4.0, "waves": [{"count": 1.0}]}),
+        ),
+    );
+    assert_eq!(s, 200, "4.0 is the integer 4: {r}");
+    let (s, e) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"all": true}, "dry_run": true, "concurrency": 4.5})),
+    );
+    assert_eq!((s, error_code(&e).as_str()), (400, "bad_request"), "{e}");
+
+    let key = |body: Option<&str>| {
+        let req = ureq::post(&format!("{}/v1/tenants/float-shop/keys", app.url))
+            .set("Authorization", &format!("Bearer {}", crate::common::TOKEN))
+            .set("Content-Type", "application/json");
+        let sent = match body {
+            None => req.call(),
+            Some(b) => req.send_string(b),
+        };
+        match sent {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(key(None), 201, "no body: a key with the default name");
+    assert_eq!(key(Some("null")), 201, "null is no body");
+    assert_eq!(key(Some("\u{0}")), 400, "garbage is not no body");
+    assert_eq!(key(Some("[1]")), 400, "not an object");
 }
 
 fn tenant_count(app: &App) -> usize {

@@ -292,7 +292,7 @@ fn console_needs_a_session_and_refuses_tenant_keys() {
     for asset in [
         "htmx-2.0.11.min.js",
         "htmx-ext-sse-2.2.4.min.js",
-        "console-1.css",
+        "console-2.css",
     ] {
         assert!(page.body.contains(asset), "{asset} linked");
         let r = send(
@@ -691,6 +691,29 @@ fn operator_runs_a_rollout_from_the_console_in_chromium() {
     b.wait_text("#tenant-total", "the overview", |t| !t.is_empty());
     let _ = b.rt.block_on(b.c().set_window_size(390, 844));
     b.screenshot("overview-390.png");
+    // Every page fits a phone's width: wide tables scroll inside their own
+    // box, the page itself never sideways; nothing is loaded from elsewhere.
+    for (path, name) in [
+        ("/console".to_string(), "overview"),
+        (format!("/console/tenants/{tenant}"), "tenant"),
+        ("/console/plans".to_string(), "plans"),
+        ("/console/servers".to_string(), "servers"),
+        ("/console/schedules".to_string(), "schedules"),
+        ("/console/outbox".to_string(), "outbox"),
+        ("/console/audit".to_string(), "audit"),
+    ] {
+        b.goto(&format!("{}{path}", app.url));
+        b.wait_text("h1", "the page", |t| !t.is_empty());
+        let overflow = b.exec(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{path} scrolls sideways at 390 px by {overflow}"
+        );
+        b.assert_same_origin(&app.url);
+        b.screenshot(&format!("{name}-390.png"));
+    }
     let _ = b.rt.block_on(b.c().set_window_size(1280, 800));
 
     // Sign out: the old cookie only leads to the sign-in page.
@@ -733,7 +756,7 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
     let (s, r) = app.call(
         "POST",
         "/v1/rollouts",
-        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}})),
+        Some(json!({"target": "head", "selector": {"all": true}, "failure_budget": {"max_failed_percent": 100}, "backup": true})),
     );
     assert_eq!(s, 201, "{r}");
     let id = r["id"].as_str().expect("id").to_string();
@@ -795,6 +818,25 @@ fn a_failure_group_is_shown_and_retried_from_the_console_without_javascript() {
             .collect::<Vec<_>>()
     };
     assert_eq!(tasks("error=expense_categories"), vec![1, 2]);
+    // A failed task links to restoring its tenant's pre-migration backup.
+    let failed = send(
+        agent()
+            .get(&format!("{}/console/rollouts/{id}?state=failed", app.url))
+            .set("Cookie", &cookie),
+        None,
+    );
+    let links = table(&failed.body, "tasks")
+        .matches("restore-task-backup")
+        .count();
+    assert_eq!(links, 2, "{}", failed.body);
+    // Each failed task shows its attempts, with the failing version.
+    let attempts = table(&failed.body, "tasks");
+    assert_eq!(
+        attempts.matches("class=\"attempts\"").count(),
+        2,
+        "{attempts}"
+    );
+    assert!(attempts.contains("#1 failed in"), "{attempts}");
     assert_eq!(tasks("state=succeeded&wave=1"), vec![0, 3]);
     assert_eq!(tasks("state=failed&wave=2"), Vec::<i32>::new());
     assert_eq!(tasks(""), vec![0, 1, 2, 3]);
@@ -877,6 +919,29 @@ fn console_sessions_work_with_a_postgres_control_db() {
         "{}",
         overview.body
     );
+    // The other pages read PostgreSQL too (the audit filter's LIKE … ESCAPE
+    // included).
+    let get = |path: &str| {
+        send(
+            agent()
+                .get(&format!("{}{path}", app.url))
+                .set("Cookie", &cookie),
+            None,
+        )
+    };
+    for path in [
+        "/console/plans",
+        "/console/servers",
+        "/console/schedules",
+        "/console/outbox",
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    let audit = get("/console/audit?action=console.");
+    assert!(audit.body.contains("console.login"), "{}", audit.body);
+    let none = get("/console/audit?action=console_");
+    assert!(!none.body.contains("console.login"), "{}", none.body);
     let out = send(
         agent()
             .post(&format!("{}/console/logout", app.url))
@@ -947,4 +1012,637 @@ fn the_tenant_page_changes_the_plan_and_issues_and_revokes_keys() {
     );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(me(&key), 401, "revoked");
+}
+
+// ------------------------------------------------- the other pages ---
+
+/// A signed-in operator over plain HTTP (no JavaScript): pages and forms.
+struct Operator<'a> {
+    app: &'a App,
+    cookie: String,
+    csrf: String,
+}
+
+impl<'a> Operator<'a> {
+    fn sign_in(app: &'a App) -> Operator<'a> {
+        let (cookie, csrf) = sign_in(app);
+        Operator { app, cookie, csrf }
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        send(
+            agent()
+                .get(&format!("{}{path}", self.app.url))
+                .set("Cookie", &self.cookie),
+            None,
+        )
+    }
+
+    /// A same-origin form post carrying the session's CSRF token first.
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let mut form = vec![("csrf", self.csrf.as_str())];
+        form.extend_from_slice(fields);
+        send(
+            agent()
+                .post(&format!("{}{path}", self.app.url))
+                .set("Cookie", &self.cookie)
+                .set("Origin", &self.app.url),
+            Some(&form),
+        )
+    }
+
+    /// The same post from a foreign page (the browser sends the cookie).
+    fn post_cross_site(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let mut form = vec![("csrf", self.csrf.as_str())];
+        form.extend_from_slice(fields);
+        send(
+            agent()
+                .post(&format!("{}{path}", self.app.url))
+                .set("Cookie", &self.cookie)
+                .set("Origin", "http://evil.example"),
+            Some(&form),
+        )
+    }
+}
+
+/// The part of `html` from the element with `id` to the end of its table.
+fn table<'h>(html: &'h str, id: &str) -> &'h str {
+    let at = html
+        .find(&format!(r#"id="{id}""#))
+        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let rest = &html[at..];
+    &rest[..rest.find("</table>").unwrap_or(rest.len())]
+}
+
+/// The audit entries with `action`, newest first.
+fn audited(app: &App, action: &str) -> Vec<Value> {
+    let (s, audit) = app.call("GET", "/v1/audit?limit=1000", None);
+    assert_eq!(s, 200, "{audit}");
+    audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+fn backups_of(app: &App, tenant: &str) -> Vec<Value> {
+    let (s, page) = app.call("GET", &format!("/v1/backups?tenant={tenant}"), None);
+    assert_eq!(s, 200, "{page}");
+    page["items"].as_array().expect("items").clone()
+}
+
+fn shop_names(app: &App, tenant: &str) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    diesel::sql_query("SELECT name FROM shop_profile ORDER BY name")
+        .load::<Name>(&mut tenant_db(app, tenant))
+        .expect("names")
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+/// Makes a failed backup of `tenant`: taken, its artifact damaged, then
+/// verified (verification marks it failed). Returns its id.
+fn failed_backup(app: &App, tenant: &str) -> String {
+    let (s, b) = app.call("POST", &format!("/v1/tenants/{tenant}/backups"), None);
+    assert_eq!(s, 201, "{b}");
+    let file = app
+        .data_dir
+        .join("backups")
+        .join(b["artifact"].as_str().expect("artifact"));
+    let mut bytes = std::fs::read(&file).expect("artifact");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, &bytes).expect("damage the artifact");
+    let id = b["id"].as_str().expect("id").to_string();
+    let (s, v) = app.call("POST", &format!("/v1/backups/{id}/verify"), None);
+    assert_eq!((s, &v["state"]), (200, &json!("failed")), "{v}");
+    id
+}
+
+#[test]
+fn the_tenant_page_takes_verifies_and_restores_backups_without_javascript() {
+    let app = App::start();
+    let tenant = new_tenant(&app, "backup-shop");
+    tenant_db(&app, &tenant)
+        .batch_execute("INSERT INTO shop_profile (name) VALUES ('kept')")
+        .expect("insert");
+    let op = Operator::sign_in(&app);
+    let take = format!("/console/tenants/{tenant}/backups");
+    // A foreign page cannot make the console take a backup.
+    assert_eq!(op.post_cross_site(&take, &[]).status, 403);
+    assert!(backups_of(&app, &tenant).is_empty());
+
+    let r = op.post(&take, &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.location,
+        Some(format!("/console/tenants/{tenant}#h-backups"))
+    );
+    let list = backups_of(&app, &tenant);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "completed");
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    let page = op.get(&format!("/console/tenants/{tenant}"));
+    let rows = table(&page.body, "backups");
+    assert!(rows.contains(&format!(r#"id="backup-{id}""#)), "{rows}");
+    assert!(rows.contains("completed") && rows.contains("KiB"), "{rows}");
+    assert!(rows.contains(&format!("/console/backups/{id}/verify")));
+
+    // Verify: the same verification as the API; the page shows when.
+    let r = op.post(&format!("/console/backups/{id}/verify"), &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let (_, b) = app.call("GET", &format!("/v1/backups/{id}"), None);
+    assert_eq!(b["state"], "verified", "{b}");
+    let rows = op.get(&format!("/console/tenants/{tenant}")).body;
+    assert!(table(&rows, "backups").contains("verified"), "{rows}");
+
+    tenant_db(&app, &tenant)
+        .batch_execute("INSERT INTO shop_profile (name) VALUES ('added later')")
+        .expect("insert");
+    // Restore asks first: the confirmation says what will happen and
+    // changes nothing.
+    let confirm = op.get(&format!("/console/backups/{id}/restore"));
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("safety backup"), "{}", confirm.body);
+    assert!(confirm.body.contains(r#"id="confirm-restore""#));
+    assert_eq!(backups_of(&app, &tenant).len(), 1, "nothing taken yet");
+    assert_eq!(shop_names(&app, &tenant), ["added later", "kept"]);
+    // A post without a mode, or from elsewhere, changes nothing either.
+    let restore = format!("/console/backups/{id}/restore");
+    assert_eq!(op.post(&restore, &[("mode", "sideways")]).status, 422);
+    assert_eq!(
+        op.post_cross_site(&restore, &[("mode", "in_place")]).status,
+        403
+    );
+    assert_eq!(backups_of(&app, &tenant).len(), 1);
+
+    let r = op.post(&restore, &[("mode", "in_place")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location, Some(format!("/console/tenants/{tenant}")));
+    assert_eq!(shop_names(&app, &tenant), ["kept"], "the backup's data");
+    let reasons: BTreeSet<String> = backups_of(&app, &tenant)
+        .iter()
+        .map(|b| b["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        reasons.contains("pre_restore"),
+        "safety backup: {reasons:?}"
+    );
+    // Or as a new tenant: the original stays as it is.
+    let r = op.post(&restore, &[("mode", "new_tenant"), ("slug", "Not A Slug")]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    tenant_db(&app, &tenant)
+        .batch_execute("INSERT INTO shop_profile (name) VALUES ('original only')")
+        .expect("insert");
+    let r = op.post(&restore, &[("mode", "new_tenant"), ("slug", "backup-copy")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let (s, copy) = app.call("GET", "/v1/tenants/backup-copy", None);
+    assert_eq!(s, 200, "{copy}");
+    let copy = copy["id"].as_str().expect("id").to_string();
+    assert_eq!(r.location, Some(format!("/console/tenants/{copy}")));
+    assert_eq!(shop_names(&app, &copy), ["kept"]);
+    assert_eq!(shop_names(&app, &tenant), ["kept", "original only"]);
+    // Both audited with the console session as actor.
+    let restored = audited(&app, "tenant.restore");
+    let modes: BTreeSet<String> = restored
+        .iter()
+        .map(|e| {
+            assert!(
+                e["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("console:")),
+                "{e}"
+            );
+            let after: Value =
+                serde_json::from_str(e["after_state"].as_str().expect("after")).expect("json");
+            after["mode"].as_str().expect("mode").to_string()
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        BTreeSet::from(["in_place".into(), "new_tenant".into()])
+    );
+    // A backup that is not usable shows as failed, with no restore button,
+    // and cannot be restored.
+    let fid = failed_backup(&app, &tenant);
+    let page = op.get(&format!("/console/tenants/{tenant}")).body;
+    assert!(
+        page.contains(&format!(r#"<tr id="backup-{fid}" class="bad">"#)),
+        "{page}"
+    );
+    assert!(!page.contains(&format!("/console/backups/{fid}/restore")));
+    let r = op.post(
+        &format!("/console/backups/{fid}/restore"),
+        &[("mode", "in_place")],
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    // The overview lists it under "needs attention".
+    let overview = op.get("/console").body;
+    assert!(overview.contains("Backup failed"), "{overview}");
+}
+
+#[test]
+fn the_plans_page_edits_a_plans_features_audited_as_the_session() {
+    let app = App::start();
+    let op = Operator::sign_in(&app);
+    let page = op.get("/console/plans");
+    assert_eq!(page.status, 200, "{}", page.body);
+    for slug in ["free", "standard", "pro"] {
+        assert!(
+            page.body.contains(&format!(r#"id="features-{slug}""#)),
+            "{slug}"
+        );
+    }
+    assert!(page.body.contains(r#"id="f-free-branding" checked"#));
+    assert!(!page.body.contains(r#"id="f-free-audit_diff" checked"#));
+    let plan = |slug: &str| {
+        let (s, p) = app.call("GET", &format!("/v1/plans/{slug}"), None);
+        assert_eq!(s, 200, "{p}");
+        p
+    };
+    let before = plan("free");
+    let path = "/console/plans/free/features";
+    let wanted = [("feature", "branding"), ("feature", "audit_diff")];
+    assert_eq!(op.post_cross_site(path, &wanted).status, 403);
+    let r = op.post(path, &[("feature", "branding"), ("feature", "no_such")]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(plan("free"), before, "nothing changed");
+
+    let r = op.post(path, &wanted);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let after = plan("free");
+    let features: BTreeSet<&str> = after["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(features, BTreeSet::from(["branding", "audit_diff"]));
+    assert_eq!(
+        after["price_cents"], before["price_cents"],
+        "the rest stays"
+    );
+    let page = op.get("/console/plans");
+    assert!(page.body.contains(r#"id="f-free-audit_diff" checked"#));
+    assert!(!page.body.contains(r#"id="f-free-day_end_lock" checked"#));
+    let updates = audited(&app, "plan.update");
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert!(updates[0]["actor"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("console:")));
+    // A tenant on the plan now evaluates the plan as edited.
+    let tenant = create_plan_tenant(&app, "plan-shop", "free");
+    assert_eq!(feature(&app, &tenant, "day_end_lock")["enabled"], false);
+}
+
+fn create_plan_tenant(app: &App, slug: &str, plan: &str) -> String {
+    crate::common::create_tenant(
+        app,
+        json!({"slug": slug, "name": slug, "schema": "head", "plan": plan}),
+    )
+}
+
+#[test]
+fn the_read_only_pages_render_accessibly_and_light() {
+    let app = App::start();
+    let tenant = new_tenant(&app, "pages-shop");
+    let op = Operator::sign_in(&app);
+    // Every page, with its nav, weighs under 150 KB with its assets.
+    let assets: usize = [
+        "htmx-2.0.11.min.js",
+        "htmx-ext-sse-2.2.4.min.js",
+        "console-2.css",
+    ]
+    .iter()
+    .map(|a| op.get(&format!("/console/assets/{a}")).body.len())
+    .sum();
+    let pages = [
+        "/console",
+        "/console/plans",
+        "/console/servers",
+        "/console/schedules",
+        "/console/outbox",
+        "/console/audit",
+        &format!("/console/tenants/{tenant}"),
+    ];
+    for path in pages {
+        let r = op.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.body.len() + assets < 150 * 1024, "{path}");
+        for link in [
+            "/console/plans",
+            "/console/servers",
+            "/console/schedules",
+            "/console/outbox",
+            "/console/audit",
+        ] {
+            assert!(r.body.contains(&format!(r#"href="{link}""#)), "{path} nav");
+        }
+        assert_eq!(r.body.matches("<h1>").count(), 1, "{path}: one h1");
+        assert!(r.csp.is_some_and(|c| c.contains("default-src 'self'")));
+        // Every input and select has a label naming it.
+        for (at, _) in r.body.match_indices("<select id=\"") {
+            let id = &r.body[at + 12..];
+            let id = &id[..id.find('"').expect("id")];
+            assert!(r.body.contains(&format!(r#"for="{id}""#)), "{path}: {id}");
+        }
+    }
+    // Servers: the default server with its tenant.
+    let servers = op.get("/console/servers").body;
+    let rows = table(&servers, "servers");
+    assert!(rows.contains("sqlite") && rows.contains("file"), "{rows}");
+    assert!(
+        rows.contains(r#"<span class="tenant-count">1</span>"#),
+        "{rows}"
+    );
+    assert!(!servers.contains("<form method=\"post\" action=\"/console/servers"));
+    // Schedules: each with its cron, job and next fire time.
+    let (s, v) = app.call(
+        "POST",
+        "/v1/schedules",
+        Some(json!({"name": "eu-backup", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "job": "backup"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, scheds) = app.call("GET", "/v1/schedules", None);
+    let page = op.get("/console/schedules").body;
+    let rows = table(&page, "schedules");
+    for s in scheds.as_array().expect("schedules") {
+        let name = s["name"].as_str().expect("name");
+        assert!(rows.contains(&format!(r#"id="schedule-{name}""#)), "{rows}");
+    }
+    let eu = &rows[rows.find(r#"id="schedule-eu-backup""#).expect("eu-backup")..];
+    let eu = &eu[..eu.find("</tr>").expect("row end")];
+    assert!(
+        eu.contains("0 2 * * *") && eu.contains("Europe/Berlin"),
+        "{eu}"
+    );
+    assert!(
+        eu.contains("02:00 UTC") || eu.contains("01:00 UTC"),
+        "next fire: {eu}"
+    );
+    assert!(eu.contains("never"), "never ran: {eu}");
+    assert!(page.contains(r#"id="no-dead-jobs""#), "{page}");
+    // A failed backup is marked in the fleet-wide list.
+    failed_backup(&app, &tenant);
+    let page = op.get("/console/schedules").body;
+    assert!(page.contains(r#"id="failed-backups""#), "{page}");
+    assert!(table(&page, "fleet-backups").contains(r#"class="bad""#));
+    let only_failed = op.get("/console/schedules?state=failed").body;
+    assert!(table(&only_failed, "fleet-backups").contains("pages-shop"));
+    let bad = op.get("/console/schedules?state=lost");
+    assert_eq!(bad.status, 422, "{}", bad.body);
+}
+
+#[test]
+fn the_audit_page_filters_by_tenant_and_action_and_pages_by_cursor() {
+    let app = App::start();
+    let a = new_tenant(&app, "audit-a");
+    let b = new_tenant(&app, "audit-b");
+    // 60 changes of tenant a: more than a page.
+    for i in 0..30 {
+        for (method, body) in [
+            ("PUT", Some(json!({"enabled": i % 2 == 0, "reason": "t"}))),
+            ("DELETE", None),
+        ] {
+            let (s, r) = app.call(method, &format!("/v1/tenants/{a}/features/branding"), body);
+            assert!(s < 300, "{s} {r}");
+        }
+    }
+    let op = Operator::sign_in(&app);
+    let ids = |html: &str| -> Vec<i64> {
+        html.match_indices(r#"<tr id="entry-"#)
+            .map(|(at, _)| {
+                let rest = &html[at + 14..];
+                rest[..rest.find('"').expect("quote")].parse().expect("id")
+            })
+            .collect()
+    };
+    let first = op.get("/console/audit?tenant=audit-a");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let page1 = ids(&first.body);
+    assert_eq!(page1.len(), 50);
+    assert!(page1.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(!first.body.contains(&b), "only tenant a");
+    let at = first.body.find(r#"rel="next""#).expect("a next page");
+    let href = &first.body[..at];
+    let href = &href[href.rfind("href=\"").expect("href") + 6..];
+    let href = unescape(&href[..href.find('"').expect("quote")]);
+    assert!(href.contains("tenant=audit-a"), "filters kept: {href}");
+    let second = op.get(&href);
+    let page2 = ids(&second.body);
+    assert!(!page2.is_empty());
+    assert!(page2[0] < *page1.last().expect("last"), "no overlap");
+    assert!(!second.body.contains(r#"rel="next""#));
+    // The two pages are exactly tenant a's log.
+    let (_, all) = app.call("GET", &format!("/v1/audit?tenant={a}&limit=1000"), None);
+    let all: Vec<i64> = all
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!([page1, page2].concat(), all);
+    // By action (a prefix), across tenants.
+    let created = op.get("/console/audit?action=tenant.create").body;
+    let rows = table(&created, "audit-log");
+    assert_eq!(ids(rows).len(), 2, "{rows}");
+    assert!(rows.contains(&a) && rows.contains(&b));
+    let mine = op
+        .get(&format!("/console/audit?tenant={b}&action=override"))
+        .body;
+    assert!(ids(&mine).is_empty(), "{mine}");
+    // Bad filters are refused and name the problem.
+    assert_eq!(op.get("/console/audit?tenant=nobody").status, 404);
+    assert_eq!(op.get("/console/audit?before=x").status, 422);
+    // LIKE's wildcards in the filter match only themselves.
+    for wild in ["%25", "tenant_", "_"] {
+        let r = op.get(&format!("/console/audit?action={wild}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(ids(&r.body).is_empty(), "{wild}: {}", r.body);
+    }
+}
+
+/// A webhook receiver that answers `410 Gone` to the first request and
+/// `204` to every later one.
+fn gone_once_receiver() -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // Read the head and the body (Content-Length) before answering.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(k) = stream.read(&mut chunk) {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let answer = if n == 0 {
+                "HTTP/1.1 410 Gone\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn a_dead_delivery_shows_its_attempts_and_is_retried_from_the_console() {
+    let (hook, _receiver) = gone_once_receiver();
+    let app = App::start_with(AppOptions {
+        env: vec![
+            ("TENANTPLANE_NOTIFY_RETRY_SCALE".into(), "0.001".into()),
+            ("TENANTPLANE_WEBHOOK_TIMEOUT_S".into(), "2".into()),
+            ("TENANTPLANE_WEBHOOK_ALLOW_PRIVATE".into(), "true".into()),
+        ],
+        ..AppOptions::default()
+    });
+    let (s, w) = app.call(
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"url": hook, "events": ["tenant.created"]})),
+    );
+    assert_eq!(s, 201, "{w}");
+    let endpoint = w["id"].as_str().expect("id").to_string();
+    new_tenant(&app, "hooked-shop");
+    let delivery = |id: i64| {
+        let (s, d) = app.call("GET", &format!("/v1/outbox/{id}"), None);
+        assert_eq!(s, 200, "{d}");
+        d
+    };
+    let dead = wait_for("the delivery to die on 410", LONG, || {
+        let (_, page) = app.call("GET", "/v1/outbox?state=dead", None);
+        page["items"].as_array().and_then(|i| i.first().cloned())
+    });
+    let id = dead["id"].as_i64().expect("id");
+    let op = Operator::sign_in(&app);
+    let overview = op.get("/console").body;
+    assert!(
+        overview.contains(&format!("Delivery #{id} of tenant.created is dead")),
+        "{overview}"
+    );
+    let outbox = op.get("/console/outbox").body;
+    let rows = table(&outbox, "dead-deliveries");
+    assert!(
+        rows.contains(&format!("/console/outbox/{id}/retry")),
+        "{rows}"
+    );
+    assert!(table(&outbox, "endpoints").contains("disabled"), "{outbox}");
+    // Its job is dead too, listed on the schedules page.
+    let jobs = op.get("/console/schedules").body;
+    assert!(
+        table(&jobs, "dead-jobs").contains("notify.deliver"),
+        "{jobs}"
+    );
+    let detail = op.get(&format!("/console/outbox/{id}")).body;
+    let attempts = table(&detail, "attempts");
+    assert!(attempts.contains("<td>410</td>"), "{attempts}");
+    assert_eq!(attempts.matches("<tr").count(), 2, "head + one attempt");
+
+    // Retrying from another site is refused; a delivered or pending one
+    // cannot be retried.
+    let retry = format!("/console/outbox/{id}/retry");
+    assert_eq!(op.post_cross_site(&retry, &[]).status, 403);
+    assert_eq!(delivery(id)["state"], "dead");
+    // The endpoint works again: the retry delivers.
+    let (s, w) = app.call(
+        "PATCH",
+        &format!("/v1/webhooks/{endpoint}"),
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(s, 200, "{w}");
+    let r = op.post(&retry, &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location, Some(format!("/console/outbox/{id}")));
+    let done = wait_for("the retried delivery", LONG, || {
+        let d = delivery(id);
+        (d["state"] == "delivered").then_some(d)
+    });
+    assert_eq!(done["attempt_log"].as_array().expect("log").len(), 2);
+    let detail = op.get(&format!("/console/outbox/{id}")).body;
+    assert!(
+        table(&detail, "attempts").contains("<td>204</td>"),
+        "{detail}"
+    );
+    assert_eq!(op.post(&retry, &[]).status, 409, "delivered: not again");
+    let retried = audited(&app, "delivery.retry");
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert!(retried[0]["actor"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("console:")));
+    assert!(op.get("/console/outbox").body.contains(r#"id="no-dead""#));
+}
+
+#[test]
+fn console_sessions_note_last_seen_once_a_minute_and_sweep_expired_ones() {
+    use tenantplane_control_db::schema::console_sessions as cs;
+    let app = App::start();
+    let op = Operator::sign_in(&app);
+    let other = Operator::sign_in(&app);
+    let mut db = SqliteConnection::establish(&app.data_dir.join("control.db").to_string_lossy())
+        .expect("control db");
+    db.batch_execute("PRAGMA busy_timeout = 10000")
+        .expect("busy timeout");
+    let now = chrono::Utc::now().naive_utc();
+    let seen = |db: &mut SqliteConnection| -> Vec<(String, chrono::NaiveDateTime)> {
+        cs::table
+            .select((cs::id, cs::last_seen_at))
+            .order(cs::created_at)
+            .load(db)
+            .expect("sessions")
+    };
+    let sessions = seen(&mut db);
+    assert_eq!(sessions.len(), 2);
+    let (mine, theirs) = (sessions[0].0.clone(), sessions[1].0.clone());
+    // Seen 10 s ago: a request does not write again.
+    let recent = now - chrono::Duration::seconds(10);
+    diesel::update(cs::table.find(&mine))
+        .set(cs::last_seen_at.eq(recent))
+        .execute(&mut db)
+        .expect("set");
+    assert_eq!(op.get("/console").status, 200);
+    assert_eq!(seen(&mut db)[0].1, recent, "no write within a minute");
+    // Seen two hours ago: the next request notes it, and sweeps the
+    // other session, which expired an hour ago.
+    diesel::update(cs::table.find(&mine))
+        .set(cs::last_seen_at.eq(now - chrono::Duration::hours(2)))
+        .execute(&mut db)
+        .expect("set");
+    diesel::update(cs::table.find(&theirs))
+        .set(cs::expires_at.eq(now - chrono::Duration::hours(1)))
+        .execute(&mut db)
+        .expect("expire");
+    assert_eq!(op.get("/console").status, 200);
+    let after = seen(&mut db);
+    assert_eq!(after.len(), 1, "the expired session is gone: {after:?}");
+    assert_eq!(after[0].0, mine);
+    assert!(after[0].1 >= now, "last seen noted: {after:?}");
+    assert_eq!(
+        other.get("/console").location.as_deref(),
+        Some("/console/login")
+    );
 }

@@ -28,6 +28,7 @@ mod rollout_creation;
 mod rollouts;
 mod scale_out;
 mod schedules;
+mod servers;
 mod shutdown;
 mod tenants_lifecycle;
 mod worker_health;

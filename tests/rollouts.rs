@@ -88,6 +88,29 @@ fn tasks(app: &App, id: &str, state: Option<&str>) -> Vec<Value> {
     }
 }
 
+/// The rollout's progress counts (kept by triggers, never counted on read)
+/// agree with a full count of its task rows.
+fn assert_counts_match_tasks(app: &App, id: &str) {
+    let r = rollout(app, id);
+    let all = tasks(app, id, None);
+    for state in [
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "skipped",
+        "cancelled",
+    ] {
+        let rows = all.iter().filter(|t| t["state"] == state).count() as u64;
+        assert_eq!(
+            r["counts"][state].as_u64(),
+            Some(rows),
+            "{state}: counters {} vs {rows} task rows",
+            r["counts"]
+        );
+    }
+}
+
 fn tenant_dir(app: &App) -> std::path::PathBuf {
     app.data_dir.join("tenants")
 }
@@ -349,6 +372,7 @@ fn a_permanent_failure_fails_its_tenant_and_the_rest_succeed_then_retry_fixes_it
         ),
         (Some(4), Some(1))
     );
+    assert_counts_match_tasks(&app, id);
     let failed = tasks(&app, id, Some("failed"));
     assert_eq!(failed.len(), 1);
     let err = failed[0]["last_error"].as_str().unwrap_or("");
@@ -390,6 +414,7 @@ fn a_permanent_failure_fails_its_tenant_and_the_rest_succeed_then_retry_fixes_it
     );
     let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
     assert_eq!(done["state"], "succeeded", "{done}");
+    assert_counts_match_tasks(&app, id);
     assert_eq!(sqlite_applied(&tenant_dir(&app), &bad_id), all_versions());
     let ev = events(&app, "rollout.succeeded");
     assert_eq!(ev.len(), 1, "{ev:?}");
@@ -445,6 +470,7 @@ fn the_failure_budget_halts_and_pending_tenants_wait() {
     assert_eq!((s, c["state"].as_str()), (200, Some("cancelled")), "{c}");
     assert_eq!(c["counts"]["pending"], 0);
     assert!(c["counts"]["cancelled"].as_u64().unwrap_or(0) >= 2);
+    assert_counts_match_tasks(&app, id);
     let (s, e) = app.call("POST", &format!("/v1/rollouts/{id}/resume"), None);
     assert_eq!((s, error_code(&e).as_str()), (409, "conflict"));
 }
@@ -709,6 +735,21 @@ fn a_locked_sqlite_tenant_is_migrated_after_retries() {
         task["attempts"].as_u64().unwrap_or(0) >= 2,
         "migrated after a retry: {task}"
     );
+    // Every attempt is in the task's history: the retries with their
+    // error, then the success.
+    let history = task["history"].as_array().expect("history");
+    assert_eq!(
+        history.len() as u64,
+        task["attempts"].as_u64().unwrap_or(0),
+        "{task}"
+    );
+    let (last, retries) = history.split_last().expect("attempts");
+    assert_eq!(last["outcome"], "succeeded", "{task}");
+    assert!(
+        retries.iter().all(|a| a["outcome"] == "retry"
+            && a["error"].as_str().is_some_and(|e| e.contains("locked"))),
+        "{task}"
+    );
     assert_eq!(sqlite_applied(&tenant_dir(&app), &id), all_versions());
 }
 
@@ -876,6 +917,7 @@ fn killed_worker_scenario(control_pg: Option<&TestPg>, tenants_pg: Option<&TestP
         killed_at["state"], "succeeded",
         "killed mid-way: {killed_at}"
     );
+    assert_counts_match_tasks(&api, &id);
 
     // No tenant database is between two versions.
     let p0 = versions_upto(catalogue::phase_version(0).expect("p0"));
@@ -905,17 +947,200 @@ fn killed_worker_scenario(control_pg: Option<&TestPg>, tenants_pg: Option<&TestP
         Some(pg) => Control::Postgres(pg),
         None => Control::Sqlite(data.join("control.db")),
     };
+    assert_counts_match_tasks(&api, &id);
     let runs = migration_run_counts(&control);
     let twice: Vec<_> = runs.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "migrations applied twice: {twice:?}");
-    // Steps of tenants committed just before the kill may miss from the log
-    // (the tenant DB is the truth), never the other way round.
-    let up_steps = all_versions().len() - p0.len();
+    // Every step of every tenant is in the log, those a tenant committed
+    // just before the kill included (recorded as recovered by the retry).
+    let missing: Vec<_> = fleet
+        .iter()
+        .flat_map(|(slug, tid)| {
+            all_versions()
+                .into_iter()
+                .filter(|v| !p0.contains(v))
+                .filter(|v| !runs.contains_key(&(tid.clone(), v.clone(), "up".to_string())))
+                .map(move |v| format!("{slug} {v}"))
+        })
+        .collect();
     assert!(
-        runs.len() >= (n - 4) * up_steps,
-        "the run log covers nearly every step: {}",
-        runs.len()
+        missing.is_empty(),
+        "steps missing from migration_runs: {missing:?}"
     );
+    assert_eq!(runs.len(), n * (all_versions().len() - p0.len()));
+}
+
+/// A tenant whose earlier attempt committed phases 1 to 3 but whose worker
+/// died before recording them: the retry finds it ahead of the record and
+/// writes those steps to `migration_runs`, marked recovered, at the time the
+/// tenant's own history says they ran.
+#[test]
+fn a_retry_records_the_steps_an_earlier_attempt_committed() {
+    let app = serve();
+    let fleet = tenants(&app, "recov", 2, "phase:0", json!({}));
+    let (_, tid) = &fleet[0];
+    let p0 = catalogue::phase_version(0).expect("p0").to_string();
+    let p3 = catalogue::phase_version(3).expect("p3").to_string();
+    let path = tenant_dir(&app).join(format!("t_{}.db", tid.replace('-', "")));
+    let mut tenant_db = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+    tenantplane_migrations::runner::migrate(
+        &mut tenant_db,
+        &tenantplane_migrations::TENANT_SQLITE,
+        Some(&p3),
+        |_| {},
+    )
+    .expect("the earlier attempt's commit");
+
+    let r = start(&app, json!({"target": "head", "selector": {"all": true}}));
+    let id = r["id"].as_str().expect("id");
+    let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    #[derive(QueryableByName, Debug)]
+    struct Run {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        recovered: bool,
+        #[diesel(sql_type = diesel::sql_types::Timestamp)]
+        ran_at: chrono::NaiveDateTime,
+    }
+    #[derive(QueryableByName)]
+    struct RunOn {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+        #[diesel(sql_type = diesel::sql_types::Timestamp)]
+        run_on: chrono::NaiveDateTime,
+    }
+    let mut control =
+        SqliteConnection::establish(&app.data_dir.join("control.db").to_string_lossy())
+            .expect("control");
+    let runs: Vec<Run> = diesel::sql_query(
+        "SELECT version, recovered, ran_at FROM migration_runs WHERE tenant_id = ? AND direction = 'up' ORDER BY version",
+    )
+    .bind::<diesel::sql_types::Text, _>(tid)
+    .load(&mut control)
+    .expect("runs");
+    let expected: Vec<String> = all_versions().into_iter().filter(|v| *v > p0).collect();
+    assert_eq!(
+        runs.iter().map(|r| r.version.clone()).collect::<Vec<_>>(),
+        expected,
+        "every step once"
+    );
+    let run_on: BTreeMap<String, chrono::NaiveDateTime> =
+        diesel::sql_query("SELECT version, run_on FROM __diesel_schema_migrations")
+            .load::<RunOn>(&mut tenant_db)
+            .expect("history")
+            .into_iter()
+            .map(|r| (r.version, r.run_on))
+            .collect();
+    for r in &runs {
+        assert_eq!(r.recovered, r.version <= p3, "{r:?}");
+        if r.recovered {
+            assert_eq!(Some(&r.ran_at), run_on.get(&r.version), "{r:?}");
+        }
+    }
+    // The other tenant's steps were all applied by this rollout.
+    let others: i64 = diesel::sql_query(
+        "SELECT count(*) AS n FROM migration_runs WHERE tenant_id = ? AND recovered",
+    )
+    .bind::<diesel::sql_types::Text, _>(&fleet[1].1)
+    .get_result::<Count>(&mut control)
+    .expect("count")
+    .n;
+    assert_eq!(others, 0);
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// A manual canary waits for promote; a timed hold opens the next wave by
+/// itself, no earlier than its hold after the canary finished.
+#[test]
+fn canary_holds_wait_for_promote_or_their_time() {
+    let app = serve();
+    tenants(&app, "hold", 5, "phase:0", json!({}));
+    tenants(&app, "hold-done", 3, "head", json!({}));
+    let r = start(
+        &app,
+        json!({"target": "head", "selector": {"all": true},
+        "waves": [{"name": "canary", "count": 2, "manual": true}]}),
+    );
+    assert_eq!(
+        r["waves"],
+        json!([{"name": "canary", "size": 2, "manual": true}, {"name": "rest", "size": 3}])
+    );
+    let id = r["id"].as_str().expect("id");
+    let held = wait_for("the canary to finish and hold", LONG, || {
+        let r = rollout(&app, id);
+        (r["counts"]["succeeded"] == 2 && r["hold"].is_object()).then_some(r)
+    });
+    assert_eq!(held["hold"]["wave"], "canary", "{held}");
+    assert!(held["hold"]["opens_at"].is_null(), "{held}");
+    assert_eq!(held["current_wave"], 0);
+    // Workers advance rollouts every 2 s: after that the rest still waits.
+    std::thread::sleep(Duration::from_millis(2500));
+    let still = rollout(&app, id);
+    assert_eq!(
+        (
+            still["counts"]["pending"].as_u64(),
+            still["current_wave"].as_u64()
+        ),
+        (Some(3), Some(0)),
+        "{still}"
+    );
+    let (s, p) = app.call("POST", &format!("/v1/rollouts/{id}/promote"), None);
+    assert_eq!((s, p["current_wave"].as_u64()), (200, Some(1)), "{p}");
+    assert!(p["hold"].is_null(), "{p}");
+    let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["succeeded"], 5);
+    let (s, e) = app.call("POST", &format!("/v1/rollouts/{id}/promote"), None);
+    assert_eq!((s, error_code(&e).as_str()), (409, "conflict"), "{e}");
+
+    // A timed hold: the rest starts no earlier than 2 s after the canary.
+    tenants(&app, "timed", 3, "phase:0", json!({}));
+    let r = start(
+        &app,
+        json!({"target": "head", "selector": {"all": true},
+        "waves": [{"name": "canary", "count": 1, "hold_s": 2}]}),
+    );
+    let id = r["id"].as_str().expect("id");
+    let done = wait_state(&app, id, &["succeeded", "failed", "halted"]);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let all = tasks(&app, id, None);
+    let at = |t: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(t[k].as_str().expect("time")).expect("rfc3339")
+    };
+    let canary_end = all
+        .iter()
+        .filter(|t| t["wave"] == 0 && t["state"] == "succeeded")
+        .map(|t| at(t, "finished_at"))
+        .max()
+        .expect("canary");
+    let rest_start = all
+        .iter()
+        .filter(|t| t["wave"] == 1)
+        .map(|t| at(t, "started_at"))
+        .min()
+        .expect("rest");
+    assert!(
+        rest_start - canary_end >= chrono::Duration::seconds(2),
+        "the rest started {} after the canary",
+        rest_start - canary_end
+    );
+
+    // Both kinds of hold at once are refused.
+    let (s, e) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"all": true},
+        "waves": [{"count": 1, "hold_s": 5, "manual": true}]})),
+    );
+    assert_eq!(s, 422, "{e}");
 }
 
 #[test]
@@ -1089,4 +1314,117 @@ fn two_workers_share_a_rollout_on_a_postgres_control_db() {
     );
     let workers: HashSet<&str> = rows.iter().map(|r| r.worker.as_str()).collect();
     eprintln!("workers that took part: {}", workers.len());
+}
+
+/// Two tenants of one PostgreSQL database, migrated back to back on one
+/// pooled connection: the second sees its own schema and a fresh session —
+/// none of the first's `search_path`, temporary tables, settings or
+/// session advisory locks.
+#[test]
+fn pooled_postgres_connections_leak_nothing_between_tenants() {
+    use tenantplane_fleet::pg_pool::PooledTenant;
+    use tenantplane_fleet::tenant_db::{TenantConnection, TenantDbLocation};
+    use tenantplane_fleet::tenant_run::{self, RunOptions};
+
+    let Some(pg) = TestPg::new() else { return };
+    let url = pg.url();
+    pg.connect()
+        .batch_execute("CREATE SCHEMA t_first; CREATE SCHEMA t_second;")
+        .expect("schemas");
+    let location = |schema: &str| TenantDbLocation::PgSchema {
+        server_url: url.clone(),
+        schema: schema.to_string(),
+    };
+    let opts = RunOptions {
+        target: Some(head()),
+        probes: true,
+        timeout: Duration::from_secs(60),
+        lock_wait: Duration::from_secs(1),
+        lock_key: 1,
+        recorded: None,
+    };
+    #[derive(QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        schema: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        timeout: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        app: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        temp_tables: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        advisory_locks: i64,
+    }
+    let session = |c: &mut PooledTenant| -> Session {
+        let TenantConnection::Postgres(c) = &mut **c else {
+            panic!("a PostgreSQL connection")
+        };
+        diesel::sql_query(
+            "SELECT pg_backend_pid() AS pid, current_schema() AS schema,
+                    current_setting('statement_timeout') AS timeout,
+                    current_setting('application_name') AS app,
+                    (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temp_tables,
+                    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks",
+        )
+        .get_result(c)
+        .expect("session")
+    };
+
+    let first_pid = {
+        let mut first = location("t_first").connect_pooled().expect("connect");
+        let outcome = tenant_run::run_on(&mut first, &opts);
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        // What a migration or a probe could leave behind in the session.
+        let TenantConnection::Postgres(c) = &mut *first else {
+            panic!("a PostgreSQL connection")
+        };
+        c.batch_execute(
+            "CREATE TEMP TABLE leftover (x int); SET statement_timeout = 1234; \
+             SET application_name = 'first-tenant'; SELECT pg_advisory_lock(4242);",
+        )
+        .expect("session state");
+        let s = session(&mut first);
+        assert_eq!(
+            (s.schema.as_str(), s.temp_tables, s.advisory_locks),
+            ("t_first", 1, 1)
+        );
+        s.pid
+    };
+    assert_eq!(PooledTenant::idle_count(&url), 1, "returned to the pool");
+
+    let mut second = location("t_second").connect_pooled().expect("connect");
+    let s = session(&mut second);
+    assert_eq!(s.pid, first_pid, "the same connection, reused");
+    assert_eq!(s.schema, "t_second");
+    assert_eq!(s.timeout, "0", "settings reset");
+    assert_ne!(s.app, "first-tenant", "settings reset");
+    assert_eq!(s.temp_tables, 0, "temporary tables dropped");
+    assert_eq!(s.advisory_locks, 0, "session locks released");
+    let outcome = tenant_run::run_on(&mut second, &opts);
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    drop(second);
+
+    // Each schema got its own tables; nothing landed in the other or in public.
+    #[derive(QueryableByName)]
+    struct Tables {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        schema: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let tables: Vec<Tables> = diesel::sql_query(
+        "SELECT table_schema AS schema, count(*) AS n FROM information_schema.tables
+          WHERE table_schema IN ('t_first', 't_second', 'public') GROUP BY table_schema ORDER BY 1",
+    )
+    .load(&mut pg.connect())
+    .expect("tables");
+    assert_eq!(tables.len(), 2, "no tables in public");
+    assert_eq!(tables[0].n, tables[1].n, "the same tables in both schemas");
+    assert_eq!(
+        (tables[0].schema.as_str(), tables[1].schema.as_str()),
+        ("t_first", "t_second")
+    );
 }

@@ -8,6 +8,7 @@ mod body_timeout;
 pub mod console;
 pub mod error;
 mod idempotent;
+mod json_body;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
@@ -123,6 +124,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::servers::list)
     .service(routes::servers::create)
     .service(routes::servers::get)
+    .service(routes::servers::update)
+    .service(routes::servers::drain)
+    .service(routes::servers::drain_status)
+    .service(routes::moves::start)
+    .service(routes::moves::status)
     .service(routes::rollouts::create)
     .service(routes::rollouts::list)
     .service(routes::rollouts::get)
@@ -131,6 +137,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::rollouts::resume)
     .service(routes::rollouts::cancel)
     .service(routes::rollouts::retry)
+    .service(routes::rollouts::promote)
     .service(routes::rollouts::events)
     .service(routes::metrics::prometheus)
     .service(routes::plans::list)
@@ -180,9 +187,18 @@ async fn no_route(req: HttpRequest) -> actix_web::HttpResponse {
     static METHODS: std::sync::OnceLock<Vec<(String, Vec<&'static str>)>> =
         std::sync::OnceLock::new();
     let table = METHODS.get_or_init(openapi::methods_by_path);
-    let allowed: Vec<&str> = table
+    // The most specific templates only (most literal segments), as the
+    // router prefers them: `/v1/backups/retention` answers POST only, even
+    // though `/v1/backups/{id}` would match its shape.
+    let matching: Vec<&(String, Vec<&'static str>)> = table
         .iter()
         .filter(|(pattern, _)| openapi::path_matches(pattern, req.path()))
+        .collect();
+    let literal = |p: &str| p.split('/').filter(|s| !s.starts_with('{')).count();
+    let best = matching.iter().map(|(p, _)| literal(p)).max().unwrap_or(0);
+    let allowed: Vec<&str> = matching
+        .iter()
+        .filter(|(p, _)| literal(p) == best)
         .flat_map(|(_, m)| m.iter().copied())
         .collect();
     let error = if allowed.is_empty() {
@@ -215,6 +231,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(json_body::middleware))
             .wrap(middleware::from_fn(body_timeout::middleware))
             .wrap(middleware::from_fn(text_guard::middleware))
             .wrap(middleware::from_fn(request_id::middleware))

@@ -33,6 +33,11 @@ impl Modify for BearerAuth {
         routes::servers::list,
         routes::servers::create,
         routes::servers::get,
+        routes::servers::update,
+        routes::servers::drain,
+        routes::servers::drain_status,
+        routes::moves::start,
+        routes::moves::status,
         routes::rollouts::create,
         routes::rollouts::list,
         routes::rollouts::get,
@@ -41,6 +46,7 @@ impl Modify for BearerAuth {
         routes::rollouts::resume,
         routes::rollouts::cancel,
         routes::rollouts::retry,
+        routes::rollouts::promote,
         routes::rollouts::events,
         routes::metrics::prometheus,
         routes::plans::list,
@@ -102,7 +108,7 @@ impl Modify for BearerAuth {
         tenantplane_api_types::notify::ExportReadyEvent,
         tenantplane_api_types::notify::EndpointFailingEvent,
     )),
-    modifiers(&BearerAuth, &UniqueOperationIds)
+    modifiers(&BearerAuth, &UniqueOperationIds, &CommonResponses, &ClosedVariants, &NoNulParameters)
 )]
 pub struct ApiDoc;
 
@@ -139,6 +145,173 @@ impl Modify for UniqueOperationIds {
                         *id = format!("{tag}_{id}");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The statuses every operation of a kind can answer, documented on each
+/// with the error body (one rule in one place instead of a list per
+/// handler that drifts from what the middleware and extractors really do):
+/// - `401` on every operation that needs a credential (none, unknown,
+///   revoked); `403` where the credential is of the wrong kind (a tenant key
+///   on an operator route) or its tenant is suspended (writes);
+/// - `404` where the path names a resource;
+/// - `400` (the request cannot be parsed: malformed JSON, a query value of
+///   the wrong type, NUL bytes) and `422` (parsed but invalid: out of range,
+///   unknown names) where the operation takes a body or query parameters;
+///   `408` when a body does not arrive within the body timeout and `413`
+///   when it is larger than the limit;
+/// - `429` on the tenant routes (`/v1/tenant…`, per-key rate limit);
+/// - `503` everywhere a database is read (the control DB or a tenant DB
+///   cannot be reached).
+struct CommonResponses;
+
+impl CommonResponses {
+    fn error(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let names_resource = path.contains('{');
+            let tenant_route = path == "/v1/tenant" || path.starts_with("/v1/tenant/");
+            let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/v1/openapi.json");
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Query)
+                });
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| Self::error(description));
+                };
+                if secured {
+                    add("401", "no credential, or an unknown or revoked one");
+                    add(
+                        "403",
+                        "the credential may not do this (a tenant key on an operator route, a suspended tenant's write)",
+                    );
+                }
+                if names_resource {
+                    add("404", "no such resource");
+                }
+                if has_body || has_query || names_resource {
+                    add("400", "the request cannot be parsed");
+                    add("422", "the request is well-formed but invalid");
+                }
+                if has_body {
+                    add("408", "the body did not arrive within the body timeout");
+                    add("413", "the body is larger than the limit");
+                }
+                if tenant_route {
+                    add(
+                        "429",
+                        "the tenant key's rate limit is spent; see Retry-After",
+                    );
+                }
+                if !open {
+                    add("503", "a database could not be reached");
+                }
+            }
+        }
+    }
+}
+
+/// Path and query values with a NUL character are refused (400, see
+/// `text_guard`): every string parameter without a pattern of its own says
+/// so with `^[^\u0000]*$`.
+struct NoNulParameters;
+
+impl Modify for NoNulParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Schema, SchemaType, Type};
+        use utoipa::openapi::RefOr;
+        let is_string = |t: &SchemaType| match t {
+            SchemaType::Type(t) => *t == Type::String,
+            SchemaType::Array(ts) => ts.contains(&Type::String),
+            SchemaType::AnyValue => false,
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+                        if is_string(&o.schema_type) && o.pattern.is_none() && o.format.is_none() {
+                            o.pattern = Some("^[^\\u0000]*$".to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Types that refuse unknown fields in ways utoipa cannot see say so:
+/// tagged enums with `deny_unknown_fields` (utoipa closes plain structs
+/// only) and types read through `try_from`.
+struct ClosedVariants;
+
+impl Modify for ClosedVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let close = |object: &mut utoipa::openapi::schema::Object| {
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        };
+        // `Policy` is read through a `try_from` type that refuses unknown
+        // fields and defaults missing counts.
+        for name in ["RestoreRequest", "Policy"] {
+            match components.schemas.get_mut(name) {
+                Some(RefOr::T(Schema::OneOf(one_of))) => {
+                    for variant in one_of.items.iter_mut() {
+                        if let RefOr::T(Schema::Object(object)) = variant {
+                            close(object);
+                        }
+                    }
+                }
+                Some(RefOr::T(Schema::Object(object))) => {
+                    close(object);
+                    if name == "Policy" {
+                        object.required.clear();
+                    }
+                }
+                _ => {}
             }
         }
     }

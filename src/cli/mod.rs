@@ -78,6 +78,13 @@ pub enum TenantCmd {
     Resume { tenant: String },
     /// Soft-delete a tenant (its database is kept).
     Delete { tenant: String },
+    /// Move a tenant's database to another server (a job; prints it).
+    Move {
+        tenant: String,
+        /// target server id or name
+        #[arg(long)]
+        server: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,7 +106,40 @@ pub enum ServerCmd {
     },
     /// List database servers.
     List,
+    /// Change a server's capacity or status (active, draining, retired).
+    Update {
+        server: String,
+        #[arg(long)]
+        capacity: Option<i32>,
+        /// active, draining or retired
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Move every tenant off a server (marks it draining; a job).
+    Drain {
+        server: String,
+        /// Only show the latest drain's progress.
+        #[arg(long)]
+        status: bool,
+    },
 }
+
+const JOB_COLUMNS: &[&str] = &[
+    "job_id",
+    "state",
+    "total",
+    "moved",
+    "remaining",
+    "last_error",
+];
+const MOVE_COLUMNS: &[&str] = &[
+    "job_id",
+    "tenant_id",
+    "from_server",
+    "to_server",
+    "state",
+    "last_error",
+];
 
 fn labels_object(labels: &[String]) -> Result<Value> {
     let mut map = Map::new();
@@ -167,6 +207,14 @@ pub fn tenants(client: &Client, output: Output, cmd: TenantCmd) -> Result<()> {
         }
         TenantCmd::Suspend { tenant } => show(&set_status(client, &tenant, "suspended")?),
         TenantCmd::Resume { tenant } => show(&set_status(client, &tenant, "active")?),
+        TenantCmd::Move { tenant, server } => {
+            let v = client.call(
+                "POST",
+                &format!("/v1/tenants/{}/move", encode(&tenant)),
+                Some(&json!({ "server": server })),
+            )?;
+            print(output, &v, std::slice::from_ref(&v), MOVE_COLUMNS);
+        }
         TenantCmd::Delete { tenant } => {
             client.call("DELETE", &format!("/v1/tenants/{}", encode(&tenant)), None)?;
             if output == Output::Table {
@@ -202,6 +250,27 @@ pub fn servers(client: &Client, output: Output, cmd: ServerCmd) -> Result<()> {
             let v = client.call("GET", "/v1/servers", None)?;
             let rows = v.as_array().cloned().unwrap_or_default();
             print(output, &v, &rows, SERVER_COLUMNS);
+        }
+        ServerCmd::Update {
+            server,
+            capacity,
+            status,
+        } => {
+            let v = client.call(
+                "PATCH",
+                &format!("/v1/servers/{}", encode(&server)),
+                Some(&json!({ "capacity": capacity, "status": status })),
+            )?;
+            print(output, &v, std::slice::from_ref(&v), SERVER_COLUMNS);
+        }
+        ServerCmd::Drain { server, status } => {
+            let path = format!("/v1/servers/{}/drain", encode(&server));
+            let v = if status {
+                client.call("GET", &path, None)?
+            } else {
+                client.call("POST", &path, None)?
+            };
+            print(output, &v, std::slice::from_ref(&v), JOB_COLUMNS);
         }
     }
     Ok(())

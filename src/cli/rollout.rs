@@ -57,6 +57,13 @@ pub enum RolloutCmd {
         #[arg(long)]
         watch: bool,
     },
+    /// Open the next wave now (ends a finished wave's hold).
+    Promote {
+        id: String,
+        /// Follow its progress until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Recent rollouts, newest first.
     List {
         /// running, paused, halted, succeeded, failed or cancelled
@@ -89,8 +96,10 @@ pub struct Spec {
     #[arg(long = "server", value_name = "SERVER")]
     servers: Vec<String>,
     /// A wave, repeatable, in order: `canary=10` (10 tenants), `5%`, `name=5%`
-    /// or `10`. Tenants left over form a last wave `rest`.
-    #[arg(long = "wave", value_name = "[NAME=]COUNT|[NAME=]PERCENT%", value_parser = parse_wave)]
+    /// or `10`. Tenants left over form a last wave `rest`. `:hold=300` after
+    /// it keeps the next wave closed for 300 s after it finished; `:manual`
+    /// until `rollout promote`.
+    #[arg(long = "wave", value_name = "[NAME=]COUNT|[NAME=]PERCENT%[:hold=S|:manual]", value_parser = parse_wave)]
     waves: Vec<WaveArg>,
     /// Tenants migrated at once across all workers (API default 8).
     #[arg(long)]
@@ -137,6 +146,14 @@ pub struct Spec {
 pub struct WaveArg {
     name: Option<String>,
     size: WaveSize,
+    /// `:hold=SECONDS` or `:manual` after the size.
+    hold: Option<WaveHoldArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaveHoldArg {
+    Seconds(u32),
+    Manual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,8 +170,28 @@ fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
     }
 }
 
-/// `canary=10`, `5%`, `name=5%` or `10`.
+/// `canary=10`, `5%`, `name=5%` or `10`, optionally followed by
+/// `:hold=SECONDS` or `:manual`.
 fn parse_wave(s: &str) -> std::result::Result<WaveArg, String> {
+    let (spec, hold) = match s.split_once(':') {
+        None => (s, None),
+        Some((spec, "manual")) => (spec, Some(WaveHoldArg::Manual)),
+        Some((spec, h)) => {
+            let secs = h
+                .strip_prefix("hold=")
+                .and_then(|v| v.trim_end_matches('s').parse::<u32>().ok())
+                .ok_or_else(|| {
+                    format!("wave {s:?}: after ':' give hold=SECONDS (e.g. hold=300) or manual")
+                })?;
+            (spec, Some(WaveHoldArg::Seconds(secs)))
+        }
+    };
+    let mut wave = parse_wave_size(spec)?;
+    wave.hold = hold;
+    Ok(wave)
+}
+
+fn parse_wave_size(s: &str) -> std::result::Result<WaveArg, String> {
     let (name, size) = match s.split_once('=') {
         Some((n, size)) => {
             if n.trim().is_empty() {
@@ -185,7 +222,11 @@ fn parse_wave(s: &str) -> std::result::Result<WaveArg, String> {
         }
         WaveSize::Count(n)
     };
-    Ok(WaveArg { name, size })
+    Ok(WaveArg {
+        name,
+        size,
+        hold: None,
+    })
 }
 
 impl Spec {
@@ -235,6 +276,11 @@ impl Spec {
                     match w.size {
                         WaveSize::Count(c) => o.insert("count".into(), json!(c)),
                         WaveSize::Percent(p) => o.insert("percent".into(), json!(p)),
+                    };
+                    match w.hold {
+                        Some(WaveHoldArg::Seconds(h)) => o.insert("hold_s".into(), json!(h)),
+                        Some(WaveHoldArg::Manual) => o.insert("manual".into(), json!(true)),
+                        None => None,
                     };
                     Value::Object(o)
                 })
@@ -333,6 +379,7 @@ pub fn run(
         RolloutCmd::Resume { id, watch } => control(&api, output, &id, "resume", watch),
         RolloutCmd::Cancel { id } => control(&api, output, &id, "cancel", false),
         RolloutCmd::Retry { id, watch } => control(&api, output, &id, "retry", watch),
+        RolloutCmd::Promote { id, watch } => control(&api, output, &id, "promote", watch),
         RolloutCmd::List { state, limit } => {
             let mut query = vec![format!("limit={limit}")];
             query.extend(state.map(|s| format!("state={}", encode(&s))));
@@ -924,24 +971,48 @@ mod tests {
             w("canary=10"),
             Ok(WaveArg {
                 name: Some("canary".into()),
-                size: WaveSize::Count(10)
+                size: WaveSize::Count(10),
+                hold: None,
             })
         );
         assert_eq!(
             w("5%"),
             Ok(WaveArg {
                 name: None,
-                size: WaveSize::Percent(5.0)
+                size: WaveSize::Percent(5.0),
+                hold: None,
             })
         );
         assert_eq!(
             w("early=2.5%"),
             Ok(WaveArg {
                 name: Some("early".into()),
-                size: WaveSize::Percent(2.5)
+                size: WaveSize::Percent(2.5),
+                hold: None,
             })
         );
-        for bad in ["0%", "101%", "0", "x", "=5", "canary=", "nan%", "-3", "5%%"] {
+        assert_eq!(
+            w("canary=5:hold=300").map(|w| w.hold),
+            Ok(Some(WaveHoldArg::Seconds(300)))
+        );
+        assert_eq!(
+            w("canary=5:manual").map(|w| w.hold),
+            Ok(Some(WaveHoldArg::Manual))
+        );
+        for bad in [
+            "0%",
+            "101%",
+            "0",
+            "x",
+            "=5",
+            "canary=",
+            "nan%",
+            "-3",
+            "5%%",
+            "5:hold=",
+            "5:wait",
+            "5:hold=-1",
+        ] {
             assert!(w(bad).is_err(), "{bad}");
         }
     }

@@ -135,6 +135,7 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
             reached: schema_version,
             reached_known: true,
             applied: Vec::new(),
+            recovered: Vec::new(),
             error: None,
         };
         return (done, None);
@@ -166,6 +167,7 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
         timeout: Duration::from_secs(policy.timeout_s.max(1) as u64),
         lock_wait: s.config.lock_wait,
         lock_key: tenant_run::lock_key(&task.tenant_id),
+        recorded: schema_version.clone(),
     };
     let mut outcome = tenant_run::run(&location, &opts);
     if let Some(e) = &mut outcome.error {

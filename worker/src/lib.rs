@@ -91,7 +91,7 @@ impl Default for WorkerConfig {
             // fast as 2 per core (docs/benchmarks.md). It also matches the
             // rollouts' default concurrency of 8 on a 2-core machine.
             threads: (cores * 4).max(2),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
             poll: Duration::from_millis(200),
             lock_wait: Duration::from_millis(1000),
             sweep_every: Duration::from_secs(30),
@@ -341,23 +341,30 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
 /// hand), until `stop_heartbeat`.
 fn maintenance(s: &Shared) {
     let beat = (s.config.lease / 3).max(Duration::from_millis(100));
+    // The loop wakes at least every ADVANCE_EVERY so that wave holds open
+    // on time; the heartbeat itself runs once per `beat`.
+    let tick = beat.min(ADVANCE_EVERY);
     let mut last_sweep: Option<Instant> = None;
     let mut last_advance = Instant::now();
+    let mut last_beat: Option<Instant> = None;
     while !s.stop_heartbeat.load(Ordering::SeqCst) {
         s.pulse.round();
-        let ids: Vec<i64> = s
-            .in_flight
-            .lock()
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        if let Err(e) = tasks::heartbeat(&s.db, &s.id, &ids, s.config.lease) {
-            tracing::warn!(error = %report(&e), "heartbeat failed");
+        if last_beat.is_none_or(|t| t.elapsed() >= beat) {
+            let ids: Vec<i64> = s
+                .in_flight
+                .lock()
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default();
+            if let Err(e) = tasks::heartbeat(&s.db, &s.id, &ids, s.config.lease) {
+                tracing::warn!(error = %report(&e), "heartbeat failed");
+            }
+            last_beat = Some(Instant::now());
         }
         if s.stopping() {
-            nap_until(&s.stop_heartbeat, beat);
+            nap_until(&s.stop_heartbeat, tick);
             continue;
         }
-        if last_advance.elapsed() >= Duration::from_secs(2) {
+        if last_advance.elapsed() >= ADVANCE_EVERY {
             if let Err(e) = rollouts::advance_all(&s.db) {
                 tracing::warn!(error = %report(&e), "advancing rollouts failed");
             }
@@ -369,6 +376,11 @@ fn maintenance(s: &Shared) {
             }
             last_sweep = Some(Instant::now());
         }
-        s.nap(beat);
+        s.nap(tick);
     }
 }
+
+/// How often a worker moves every running rollout on (`advance_all`): the
+/// safety net for completions that raced a crash, and what opens a wave
+/// after its `hold_s`.
+const ADVANCE_EVERY: Duration = Duration::from_secs(2);

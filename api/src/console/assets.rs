@@ -10,7 +10,7 @@ pub const HTMX: &str = "htmx-2.0.11.min.js";
 /// The SSE extension, pinned; from the npm package `htmx-ext-sse`.
 pub const HTMX_SSE: &str = "htmx-ext-sse-2.2.4.min.js";
 /// The stylesheet; bump the number when it changes.
-pub const CSS: &str = "console-1.css";
+pub const CSS: &str = "console-2.css";
 
 const FILES: &[(&str, &str, &[u8])] = &[
     (

@@ -10,10 +10,16 @@
 //! response under `/console`.
 
 mod assets;
+mod audit;
+mod backups;
 mod login;
+mod outbox;
 mod overview;
 mod page;
+mod plans;
 mod rollouts;
+mod schedules;
+mod servers;
 mod session;
 mod tenants;
 
@@ -56,6 +62,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(tenants::change_plan)
             .service(tenants::issue_key)
             .service(tenants::revoke_key)
+            .service(backups::take)
+            .service(backups::verify)
+            .service(backups::confirm)
+            .service(backups::restore)
+            .service(plans::list)
+            .service(plans::set_features)
+            .service(servers::list)
+            .service(schedules::page)
+            .service(outbox::page)
+            .service(outbox::show)
+            .service(outbox::retry)
+            .service(audit::page)
             .default_service(web::to(page::not_found)),
     );
 }

@@ -3,6 +3,7 @@
 use actix_web::{get, web, HttpResponse};
 use askama::Template;
 use tenantplane_backup::BackupFilter;
+use tenantplane_control_db::states::DeliveryState;
 use tenantplane_fleet::registry;
 use tenantplane_rollout::rollouts;
 
@@ -59,7 +60,7 @@ pub async fn overview(
     s: ConsoleSession,
 ) -> Result<HttpResponse, ConsoleError> {
     let db = state.db.clone();
-    let (counts, active, troubled, failed_backups) = blocking(move || {
+    let (counts, active, troubled, failed_backups, dead) = blocking(move || {
         let counts = registry::counts(&db)?;
         let mut active = rollouts::list(&db, Some("running"), 50)?;
         active.extend(rollouts::list(&db, Some("paused"), 50)?);
@@ -73,7 +74,15 @@ pub async fn overview(
                 ..BackupFilter::default()
             },
         )?;
-        Ok((counts, active, troubled, failed_backups))
+        let dead = tenantplane_notify::deliveries::list(
+            &db,
+            &tenantplane_notify::deliveries::Filter {
+                state: Some(DeliveryState::Dead),
+                limit: 20,
+                ..Default::default()
+            },
+        )?;
+        Ok((counts, active, troubled, failed_backups, dead))
     })
     .await?;
     let mut attention: Vec<Attention> = troubled
@@ -94,11 +103,27 @@ pub async fn overview(
             detail: b
                 .error
                 .as_deref()
+                .or(b.verify_error.as_deref())
                 .unwrap_or("no error recorded")
                 .chars()
                 .take(200)
                 .collect(),
         }
+    }));
+    attention.extend(dead.items.iter().map(|d| Attention {
+        what: format!("Delivery #{} of {} is dead", d.id, d.kind),
+        link: format!("/console/outbox/{}", d.id),
+        detail: format!(
+            "{} to {}: {}",
+            d.channel,
+            d.target,
+            d.last_error
+                .as_deref()
+                .unwrap_or("no error recorded")
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ),
     }));
     let head = tenantplane_migrations::catalogue::head()
         .map(str::to_string)

@@ -38,6 +38,8 @@ pub struct RolloutRow {
     pub rate: String,
     pub eta: String,
     pub halt_reason: Option<String>,
+    /// The next wave waits: "for promote" or "until …".
+    pub held: Option<String>,
     pub created: String,
 }
 
@@ -68,6 +70,10 @@ impl From<&Rollout> for RolloutRow {
                 .unwrap_or_else(|| "-".into()),
             eta: r.eta_seconds.map(duration).unwrap_or_else(|| "-".into()),
             halt_reason: r.halt_reason.clone(),
+            held: r.hold.as_ref().map(|h| match h.opens_at {
+                Some(t) => format!("wave {} held until {}", h.wave, t.format("%H:%M:%S UTC")),
+                None => format!("wave {} finished; the next waits for promote", h.wave),
+            }),
             created: r.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         }
     }
@@ -134,6 +140,9 @@ pub struct NewForm {
     /// left over becomes the last wave.
     #[serde(default)]
     waves: String,
+    /// After the first wave: `manual` or seconds; empty = no hold.
+    #[serde(default)]
+    hold: String,
     #[serde(default)]
     concurrency: String,
     #[serde(default)]
@@ -181,6 +190,7 @@ impl NewForm {
                             .parse()
                             .map_err(|_| invalid(format!("wave {w:?}: not a percentage")))?,
                     ),
+                    ..WaveSpec::default()
                 }
             } else {
                 WaveSpec {
@@ -190,9 +200,22 @@ impl NewForm {
                             .map_err(|_| invalid(format!("wave {w:?}: not a count")))?,
                     ),
                     percent: None,
+                    ..WaveSpec::default()
                 }
             };
             waves.push(spec);
+        }
+        // The first wave's hold: `manual` (wait for promote) or seconds.
+        match (self.hold.trim(), waves.first_mut()) {
+            ("", _) => {}
+            (_, None) => return Err(invalid("a hold needs a first wave".into())),
+            ("manual", Some(first)) => first.manual = Some(true),
+            (secs, Some(first)) => {
+                first.hold_s =
+                    Some(secs.parse().map_err(|_| {
+                        invalid("hold: 'manual' or a number of seconds".to_string())
+                    })?)
+            }
         }
         let number = |name: &str, v: &str| -> Result<Option<u32>, ConsoleError> {
             let v = v.trim();
@@ -405,6 +428,13 @@ pub struct TaskLine {
     duration: String,
     /// Why a pending task waits.
     waiting: String,
+    /// The task's `pre_migration` backup (rollouts with `backup`), empty
+    /// when none was taken: the page links to restoring it.
+    backup: String,
+    /// The tenant was restored from that backup after failing for good.
+    restored: bool,
+    /// Each finished attempt: "#1 retry 120 ms: 20261125020100 …".
+    history: Vec<String>,
 }
 
 fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
@@ -416,7 +446,13 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
     } else if r.state == "halted" {
         "rollout halted (failure budget)".into()
     } else if t.wave > r.current_wave {
-        format!("wave {} not open", t.wave + 1)
+        match &r.hold {
+            Some(h) => match h.opens_at {
+                Some(at) => format!("wave {} held until {}", h.wave, at.format("%H:%M:%S UTC")),
+                None => format!("wave {} held: waiting for promote", h.wave),
+            },
+            None => format!("wave {} not open", t.wave + 1),
+        }
     } else if t.next_attempt_at > now {
         format!("backoff until {}", t.next_attempt_at.format("%H:%M:%S UTC"))
     } else {
@@ -434,6 +470,19 @@ fn task_line(t: TaskView, r: &Rollout) -> TaskLine {
         error_version: t.error_version.unwrap_or_default(),
         duration: t.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
         waiting,
+        backup: t.backup_id.unwrap_or_default(),
+        restored: t.restored,
+        history: t
+            .history
+            .iter()
+            .map(|a| {
+                let mut line = format!("#{} {} in {} ms", a.attempt, a.outcome, a.duration_ms);
+                if let Some(e) = &a.error {
+                    line += &format!(": {} {e}", a.error_version.as_deref().unwrap_or(""));
+                }
+                line
+            })
+            .collect(),
     }
 }
 
@@ -675,6 +724,7 @@ pub async fn control(
         "resume" => Control::Resume,
         "cancel" => Control::Cancel,
         "retry" => Control::Retry,
+        "promote" => Control::Promote,
         _ => return Err(ConsoleError::NotFound),
     };
     let db = state.db.clone();

@@ -129,9 +129,16 @@ impl FromRequest for ConsoleSession {
             // Every unsafe request is checked before anything else happens.
             check_origin(&req)?;
             let db = state.db.clone();
-            let session = blocking(move || sessions::find(&db, &token))
-                .await?
-                .ok_or(ConsoleError::SignIn)?;
+            let session = blocking(move || {
+                let found = sessions::find(&db, &token)?;
+                if let Some(s) = &found {
+                    // At most a write a minute per session.
+                    sessions::touch(&db, s)?;
+                }
+                Ok(found)
+            })
+            .await?
+            .ok_or(ConsoleError::SignIn)?;
             let actor = crate::auth::actor(&req, session.actor_id());
             Ok(ConsoleSession { session, actor })
         })

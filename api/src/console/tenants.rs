@@ -10,6 +10,7 @@ use tenantplane_flags::overrides::{self, OverrideRequest};
 use tenantplane_fleet::registry::{self, Tenant, TenantFilter};
 use tenantplane_migrations::catalogue;
 
+use super::backups::BackupLine;
 use super::page::{html, see_other, ConsoleError, Layout};
 use super::session::ConsoleSession;
 use crate::error::blocking;
@@ -132,15 +133,6 @@ pub struct FeatureLine {
     phase: u8,
 }
 
-pub struct BackupLine {
-    id: String,
-    state: String,
-    reason: String,
-    version: String,
-    created: String,
-    size: String,
-}
-
 #[derive(Template)]
 #[template(path = "console/tenant.html")]
 struct ShowPage {
@@ -208,21 +200,7 @@ pub async fn show(
             })
             .unwrap_or_default(),
         catalogue: catalogue::FEATURES.iter().map(|f| f.name).collect(),
-        backups: backups
-            .items
-            .into_iter()
-            .map(|b| BackupLine {
-                id: b.id,
-                state: b.state,
-                reason: b.reason,
-                version: b.schema_version.unwrap_or_else(|| "-".into()),
-                created: b.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                size: b
-                    .size_bytes
-                    .map(|n| format!("{:.1} KiB", n as f64 / 1024.0))
-                    .unwrap_or_default(),
-            })
-            .collect(),
+        backups: backups.items.into_iter().map(BackupLine::from).collect(),
         audit: trail
             .into_iter()
             .map(|a| AuditLine {

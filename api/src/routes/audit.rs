@@ -16,6 +16,7 @@ pub struct AuditQuery {
     /// Tenant id or slug.
     pub tenant: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -84,8 +84,10 @@ pub struct ListQuery {
     /// Tenant id or slug (deleted tenants included).
     pub tenant: Option<String>,
     /// pending, running, completed, verified or failed
+    #[param(pattern = "^(pending|running|completed|verified|failed)$")]
     pub state: Option<String>,
     /// 1 to 500, default 50
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -63,17 +63,24 @@ pub async fn clear_override(
 
 /// Issues a tenant API key; the key is shown in this answer only.
 #[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "features", security(("bearer" = [])), params(("id" = String, Path)),
-    request_body(content = KeyRequest, description = "optional"),
+    request_body(content = Option<KeyRequest>, description = "optional"),
     responses((status = 201, body = IssuedKey), (status = 404, body = crate::error::ErrorBody)))]
 #[post("/v1/tenants/{id}/keys")]
 pub async fn issue_key(
     state: web::Data<AppState>,
     op: Operator,
     id: web::Path<String>,
-    body: Option<web::Json<KeyRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
-    let req = body.map(web::Json::into_inner).unwrap_or_default();
+    // The body is optional, but one that is there must parse: an
+    // `Option<Json<_>>` would take garbage for "no body".
+    let req: KeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
     let key = blocking(move || keys::issue(&db, &op.0, &id, req)).await?;
     state.changed().await?;
     Ok(HttpResponse::Created().json(key))

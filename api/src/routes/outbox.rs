@@ -16,16 +16,24 @@ use crate::AppState;
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     /// pending, retrying, delivered, dead or skipped
+    #[param(pattern = "^(pending|retrying|delivered|dead|skipped)$")]
     pub state: Option<String>,
     /// An event kind, e.g. `plan.changed`.
+    #[param(
+        pattern = "^(tenant\\.(created|suspended|deleted)|plan\\.changed|trial\\.(ending|expired)|rollout\\.(succeeded|failed|halted)|backup\\.failed|restore\\.completed|export\\.ready|webhook\\.endpoint_failing)$"
+    )]
     pub kind: Option<String>,
     /// email or webhook
+    #[param(pattern = "^(email|webhook)$")]
     pub channel: Option<String>,
     /// One event's deliveries.
+    #[param(format = Uuid)]
     pub event_id: Option<String>,
     /// Deliveries older than this id (the next page).
+    #[param(minimum = 1)]
     pub before_id: Option<i64>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -65,9 +73,25 @@ pub async fn list(
             .as_deref()
             .map(|c| c.parse::<Channel>().map(|c| c.as_str().to_string()))
             .transpose()?,
-        event_id: q.event_id,
-        before_id: q.before_id,
-        limit: q.limit.unwrap_or(100),
+        event_id: match q.event_id {
+            Some(e) if uuid::Uuid::parse_str(&e).is_err() => {
+                return Err(tenantplane_control_db::Error::invalid(format!(
+                    "event_id {e:?} is not an event id (a UUID)"
+                ))
+                .into())
+            }
+            e => e,
+        },
+        before_id: match q.before_id {
+            Some(b) if b < 1 => {
+                return Err(tenantplane_control_db::Error::invalid(format!(
+                    "before_id must be a delivery id (1 or more), not {b}"
+                ))
+                .into())
+            }
+            b => b,
+        },
+        limit: super::limit(q.limit, 100, 1000)?,
     };
     let db = state.db.clone();
     Ok(HttpResponse::Ok().json(blocking(move || deliveries::list(&db, &filter)).await?))

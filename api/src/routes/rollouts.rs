@@ -43,8 +43,10 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// running, paused, halted, succeeded, failed or cancelled
+    #[param(pattern = "^(running|paused|halted|succeeded|failed|cancelled)$")]
     pub state: Option<String>,
     /// 1 to 500, default 50
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -81,9 +83,13 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct TasksQuery {
     /// pending, running, succeeded, failed, skipped or cancelled
+    #[param(pattern = "^(pending|running|succeeded|failed|skipped|cancelled)$")]
     pub state: Option<String>,
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -168,6 +174,19 @@ pub async fn retry(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     control(state, op, id.into_inner(), Control::Retry).await
+}
+
+/// Opens the next wave now: ends the hold of a finished wave (`manual` or
+/// `hold_s`). 409 while the current wave still has open tasks.
+#[utoipa::path(post, path = "/v1/rollouts/{id}/promote", tag = "rollouts", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Rollout), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/v1/rollouts/{id}/promote")]
+pub async fn promote(
+    state: web::Data<AppState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    control(state, op, id.into_inner(), Control::Promote).await
 }
 
 const FINISHED: &[&str] = &["succeeded", "failed", "cancelled"];

@@ -95,8 +95,10 @@ pub async fn remove(
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only runs with a smaller id: the next page after the last id seen.
+    #[param(minimum = 1)]
     pub before: Option<i64>,
 }
 
@@ -115,8 +117,14 @@ pub async fn runs(
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
     let RunsQuery { limit, before } = query.into_inner();
-    let runs =
-        blocking(move || schedules::list_runs(&db, &name, limit.unwrap_or(100), before)).await?;
+    let limit = super::limit(limit, 100, 1000)?;
+    if let Some(b) = before.filter(|b| *b < 1) {
+        return Err(tenantplane_control_db::Error::invalid(format!(
+            "before must be a run id (1 or more), not {b}"
+        ))
+        .into());
+    }
+    let runs = blocking(move || schedules::list_runs(&db, &name, limit, before)).await?;
     Ok(HttpResponse::Ok().json(runs))
 }
 

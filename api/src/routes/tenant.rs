@@ -40,6 +40,7 @@ pub async fn features(
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     /// The plan to preview (slug).
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
     pub plan: String,
 }
 

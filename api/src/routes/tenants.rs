@@ -15,15 +15,20 @@ use crate::AppState;
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `provisioning`, `active` or `suspended`
+    #[param(pattern = "^(provisioning|active|suspended)$")]
     pub status: Option<String>,
     /// `key=value`; repeat the parameter to require several labels
+    #[param(pattern = "^[A-Za-z0-9._/-]{1,63}=[A-Za-z0-9._/-]{1,63}$")]
     pub label: Option<String>,
     /// server id or name
     pub server: Option<String>,
     /// the highest phase the schema reached (0-7)
+    #[param(minimum = 0, maximum = 7)]
     pub phase: Option<u8>,
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
     pub plan: Option<String>,
     /// 1 to 500, default 50
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page
     pub cursor: Option<String>,

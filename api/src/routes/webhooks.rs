@@ -121,6 +121,7 @@ pub async fn rotate_secret(
 #[serde(deny_unknown_fields)]
 pub struct ReplayQuery {
     /// RFC 3339 time: every event since then is sent again.
+    #[param(format = DateTime)]
     pub since: String,
 }
 

@@ -11,11 +11,15 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", example = "pro")]
     pub slug: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Price in minor units (cents).
+    #[schema(minimum = 0)]
     pub price_cents: i64,
     /// ISO 4217, e.g. `USD`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: String,
     /// Catalogue feature names.
     pub features: Vec<String>,

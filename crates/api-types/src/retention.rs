@@ -128,6 +128,13 @@ fn count(name: &str, value: Option<Value>, default: u32) -> Result<u32, String> 
                     .filter(|u| *u <= MAX_COUNT)
                     .ok_or_else(|| format!("retention {name} is {u}: at most {MAX_COUNT}"));
             }
+            // `128.0` is a whole number too (JSON Schema's `integer`).
+            if let Some(f) = n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0) {
+                return Some(f)
+                    .filter(|f| *f <= f64::from(MAX_COUNT))
+                    .map(|f| f as u32)
+                    .ok_or_else(|| format!("retention {name} is {n}: at most {MAX_COUNT}"));
+            }
             if n.as_i64().is_some() || n.as_f64().is_some_and(|f| f < 0.0) {
                 return Err(format!(
                     "retention {name} is {n}: a count cannot be negative; it is {rule}"

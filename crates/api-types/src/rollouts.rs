@@ -30,9 +30,21 @@ pub struct Selector {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaveSpec {
+    #[schema(max_length = 64)]
     pub name: Option<String>,
+    #[schema(minimum = 1)]
     pub count: Option<u32>,
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub percent: Option<f64>,
+    /// After this wave finishes, the next one waits this many seconds
+    /// (at most a week) before it opens: time to watch the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 604800)]
+    pub hold_s: Option<u32>,
+    /// After this wave finishes, the next one waits for
+    /// `POST /v1/rollouts/{id}/promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -57,19 +69,27 @@ pub struct FailureBudget {
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// `head`, `phase:N` or `version:V`; older than a tenant's version = rollback.
+    #[schema(
+        pattern = "^(head|none|phase:[0-9]{1,3}|version:[0-9]{1,20})$",
+        example = "head"
+    )]
     pub target: String,
     pub selector: Selector,
     /// Waves in order; tenants left over form a last wave `rest`.
     pub waves: Option<Vec<WaveSpec>>,
     /// Tenants migrated at once across all workers (default 8).
+    #[schema(minimum = 1, maximum = 1024)]
     pub concurrency: Option<u32>,
     /// Tenants migrated at once per database server (default: `concurrency`).
+    #[schema(minimum = 1, maximum = 1024)]
     pub per_server_concurrency: Option<u32>,
     /// Attempts per tenant for transient errors (default 5).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Exponential backoff with full jitter (default 500 ms .. 30 s).
     pub backoff: Option<Backoff>,
     /// Statement timeout per tenant, seconds (default 300).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<u32>,
     /// Default: halt above 10 % failed.
     pub failure_budget: Option<FailureBudget>,
@@ -78,6 +98,7 @@ pub struct RolloutRequest {
     /// Return the plan and change nothing.
     pub dry_run: Option<bool>,
     /// Higher runs first (plan upgrades use 100; default 0).
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// Back each tenant up (a `pre_migration` backup) inside its task just
     /// before migrating it. A tenant whose backup cannot be taken is not
@@ -107,6 +128,28 @@ pub struct TaskCounts {
 pub struct Wave {
     pub name: String,
     pub size: i64,
+    /// The next wave opens this many seconds after this one finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_s: Option<u32>,
+    /// The next wave opens on `POST /v1/rollouts/{id}/promote`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
+/// Why the next wave of a running rollout is not open yet although the
+/// current one finished: its hold.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WaveHold {
+    /// The finished wave that holds.
+    pub wave: String,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub finished_at: NaiveDateTime,
+    /// When the next wave opens by itself; `None` for a manual hold (it
+    /// waits for promote).
+    #[serde(serialize_with = "crate::time::utc_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opens_at: Option<NaiveDateTime>,
 }
 
 /// A rollout as the API shows it.
@@ -139,6 +182,8 @@ pub struct Rollout {
     /// Seconds left at the current rate.
     pub eta_seconds: Option<f64>,
     pub halt_reason: Option<String>,
+    /// Set while the next wave waits for a finished wave's hold.
+    pub hold: Option<WaveHold>,
     pub created_by: String,
     #[serde(serialize_with = "crate::time::utc")]
     #[schema(value_type = String, format = DateTime)]
@@ -211,6 +256,26 @@ pub struct TaskView {
     /// means no restore happened; `last_error` then says why when one was
     /// asked for (nothing to undo, or the restore itself failed).
     pub restored: bool,
+    /// Every finished attempt, oldest first.
+    pub history: Vec<TaskAttempt>,
+}
+
+/// One finished attempt of a task.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskAttempt {
+    pub attempt: i32,
+    pub worker: String,
+    /// `succeeded`, `retry` (a transient error; the task went back to
+    /// pending) or `failed`
+    pub outcome: String,
+    pub error: Option<String>,
+    /// The migration version that failed, when one did.
+    pub error_version: Option<String>,
+    pub reached_version: Option<String>,
+    #[serde(serialize_with = "crate::time::utc")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: NaiveDateTime,
+    pub duration_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

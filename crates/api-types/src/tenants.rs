@@ -39,8 +39,14 @@ pub struct Tenant {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// `^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`, unique (also among deleted tenants)
+    #[schema(
+        pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        example = "corner-bakery"
+    )]
     pub slug: String,
+    #[schema(min_length = 1, max_length = 200, example = "Corner Bakery")]
     pub name: String,
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
     pub plan: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

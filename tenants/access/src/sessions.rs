@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use tenantplane_control_db::audit::{self, Actor, Change};
-use tenantplane_control_db::db::{write_tx, ControlDb};
+use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::Result;
 use tenantplane_control_db::schema::console_sessions;
 
@@ -14,6 +14,10 @@ use crate::tokens::{generate, hash};
 
 /// How long a console session lasts after sign-in.
 pub const LIFETIME_HOURS: i64 = 12;
+
+/// `last_seen_at` is written at most this often per session, so browsing
+/// costs a write a minute, not one per request (an SSE page polls often).
+pub const TOUCH_EVERY_S: i64 = 60;
 
 /// A session just created: the token goes into the cookie and is never
 /// stored in clear.
@@ -31,6 +35,7 @@ pub struct Session {
     pub id: String,
     pub csrf_token: String,
     pub expires_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
 }
 
 impl Session {
@@ -50,10 +55,7 @@ pub fn create(db: &ControlDb, actor: &Actor) -> Result<NewSession> {
     let expires_at = now + Duration::hours(LIFETIME_HOURS);
     let mut conn = db.conn()?;
     write_tx(&mut conn, None, |conn| {
-        // Sessions past their expiry are of no use: each sign-in sweeps them
-        // (the audit log keeps who signed in and out).
-        diesel::delete(console_sessions::table.filter(console_sessions::expires_at.lt(now)))
-            .execute(conn)?;
+        sweep_expired(conn, now)?;
         diesel::insert_into(console_sessions::table)
             .values((
                 console_sessions::id.eq(&id),
@@ -102,6 +104,44 @@ pub fn find(db: &ControlDb, token: &str) -> Result<Option<Session>> {
         .select(Session::as_select())
         .first(&mut conn)
         .optional()?)
+}
+
+/// Sessions past their expiry (signed out or not) are of no use: they are
+/// deleted at each sign-in and each [`touch`] (the audit log keeps who
+/// signed in and out). Uses the index on `expires_at`.
+fn sweep_expired(conn: &mut ControlConnection, now: NaiveDateTime) -> Result<usize> {
+    Ok(
+        diesel::delete(console_sessions::table.filter(console_sessions::expires_at.lt(now)))
+            .execute(conn)?,
+    )
+}
+
+/// Records that the session was used: `last_seen_at` is written when it is
+/// older than [`TOUCH_EVERY_S`] (else nothing happens and no write lock is
+/// taken), and expired sessions are swept along with it. Returns whether it
+/// wrote.
+pub fn touch(db: &ControlDb, session: &Session) -> Result<bool> {
+    let now = Utc::now().naive_utc();
+    let stale_before = now - Duration::seconds(TOUCH_EVERY_S);
+    if session.last_seen_at >= stale_before {
+        return Ok(false);
+    }
+    let mut conn = db.conn()?;
+    write_tx(&mut conn, None, |conn| {
+        // Another request of the session may have touched it meanwhile:
+        // the condition makes this one a no-op then.
+        let n = diesel::update(
+            console_sessions::table
+                .find(&session.id)
+                .filter(console_sessions::last_seen_at.lt(stale_before)),
+        )
+        .set(console_sessions::last_seen_at.eq(now))
+        .execute(conn)?;
+        if n > 0 {
+            sweep_expired(conn, now)?;
+        }
+        Ok(n > 0)
+    })
 }
 
 /// Signs a session out: the cookie is useless from now on.

@@ -34,6 +34,11 @@ fn store() -> Result<Arc<dyn ArtifactStore>, JobError> {
     installed_store().ok_or_else(|| JobError::permanent(NoStore))
 }
 
+/// The store this worker's jobs use (moves and drains too).
+pub(crate) fn job_store() -> Result<Arc<dyn ArtifactStore>, JobError> {
+    store()
+}
+
 /// Registers the backup job kinds.
 pub fn register(r: &mut Registry) -> &mut Registry {
     r.register::<BackupJob>()
@@ -44,6 +49,8 @@ pub fn register(r: &mut Registry) -> &mut Registry {
         .register::<crate::export::ExportJob>()
         .register::<crate::export::ExpireExports>()
         .register::<crate::restore_guard::RestoreGuard>()
+        .register::<crate::moving::MoveJob>()
+        .register::<crate::drain::DrainJob>()
 }
 
 /// Takes one backup of one tenant. At most one is queued per tenant.

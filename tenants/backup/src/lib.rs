@@ -20,6 +20,11 @@
 //! - [`restore_guard`]: the job that settles a restore its process did not
 //!   finish, and the undoing of an unfinished new tenant (→ backup, held,
 //!   heartbeat, postgres);
+//! - [`moving`]: moving a tenant to another server (a backup restored on
+//!   the target, checked, the placement switched, the source dropped) and
+//!   its job (→ backup, verify, rows, postgres, sqlite, held);
+//! - [`drain`]: emptying a server by moving its tenants, its job and
+//!   progress (→ moving);
 //! - [`export`]: tenant data exports (zips of JSON/CSV files per table),
 //!   their download tokens and their jobs (→ backup, store);
 //! - [`jobs`]: the job kinds, their registration and the scheduled fan-outs
@@ -32,11 +37,13 @@
 //! them on a blocking thread, the worker in its job threads.
 
 pub mod backup;
+pub mod drain;
 pub mod export;
 mod heartbeat;
 mod held;
 pub mod jobs;
 pub mod manifest;
+pub mod moving;
 mod postgres;
 pub mod restore;
 pub mod restore_guard;

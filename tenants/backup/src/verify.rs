@@ -199,7 +199,7 @@ pub(crate) fn load_and_compare(
     Ok(compare(manifest, &content))
 }
 
-fn compare(manifest: &Manifest, content: &crate::manifest::Content) -> Checked<()> {
+pub(crate) fn compare(manifest: &Manifest, content: &crate::manifest::Content) -> Checked<()> {
     let diffs = manifest.differences(content);
     if diffs.is_empty() {
         Checked::Good(())

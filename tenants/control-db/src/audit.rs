@@ -76,12 +76,29 @@ type AuditRow = (
     chrono::NaiveDateTime,
 );
 
-/// Newest first, optionally for one tenant.
-pub fn list(
+/// Which entries [`page`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this tenant's entries (its id).
+    pub tenant_id: Option<String>,
+    /// Only actions starting with this (`plan.` finds `plan.create` and
+    /// `plan.update`; a whole action name finds just it).
+    pub action_prefix: Option<String>,
+    /// Only entries older than this id: the next page after the last id seen.
+    pub before_id: Option<i64>,
+    /// 1 to 1000.
+    pub limit: i64,
+}
+
+/// One page of the log, newest first, with the id to pass as `before_id`
+/// for the next page (`None`: this was the last).
+pub fn page(
     conn: &mut ControlConnection,
-    tenant_id: Option<&str>,
-    limit: i64,
-) -> Result<Vec<AuditEntry>> {
+    filter: &AuditFilter,
+) -> Result<(Vec<AuditEntry>, Option<i64>)> {
+    if !(1..=1000).contains(&filter.limit) {
+        return Err(crate::Error::invalid("limit must be 1 to 1000"));
+    }
     let mut q = audit_log::table
         .select((
             audit_log::id,
@@ -97,38 +114,73 @@ pub fn list(
             audit_log::created_at,
         ))
         .into_boxed();
-    if let Some(t) = tenant_id {
-        q = q.filter(audit_log::tenant_id.eq(t.to_string()));
+    if let Some(t) = &filter.tenant_id {
+        q = q.filter(audit_log::tenant_id.eq(t.clone()));
     }
-    let rows: Vec<AuditRow> = q.order(audit_log::id.desc()).limit(limit).load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                actor,
-                action,
-                resource_type,
-                resource_id,
-                tenant_id,
-                before_state,
-                after_state,
-                ip_address,
-                user_agent,
-                created_at,
-            )| AuditEntry {
-                id,
-                actor,
-                action,
-                resource_type,
-                resource_id,
-                tenant_id,
-                before_state,
-                after_state,
-                ip_address,
-                user_agent,
-                created_at,
-            },
-        )
-        .collect())
+    if let Some(a) = filter.action_prefix.as_deref().filter(|a| !a.is_empty()) {
+        // LIKE's wildcards in the operator's text match themselves.
+        let escaped = a
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q = q.filter(audit_log::action.like(format!("{escaped}%")).escape('\\'));
+    }
+    if let Some(b) = filter.before_id {
+        q = q.filter(audit_log::id.lt(b));
+    }
+    let mut rows: Vec<AuditRow> = q
+        .order(audit_log::id.desc())
+        .limit(filter.limit + 1)
+        .load(conn)?;
+    let next = if rows.len() as i64 > filter.limit {
+        rows.truncate(filter.limit as usize);
+        rows.last().map(|r| r.0)
+    } else {
+        None
+    };
+    Ok((rows.into_iter().map(entry).collect(), next))
+}
+
+fn entry(
+    (
+        id,
+        actor,
+        action,
+        resource_type,
+        resource_id,
+        tenant_id,
+        before_state,
+        after_state,
+        ip_address,
+        user_agent,
+        created_at,
+    ): AuditRow,
+) -> AuditEntry {
+    AuditEntry {
+        id,
+        actor,
+        action,
+        resource_type,
+        resource_id,
+        tenant_id,
+        before_state,
+        after_state,
+        ip_address,
+        user_agent,
+        created_at,
+    }
+}
+
+/// Newest first, optionally for one tenant.
+pub fn list(
+    conn: &mut ControlConnection,
+    tenant_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>> {
+    let filter = AuditFilter {
+        tenant_id: tenant_id.map(str::to_string),
+        limit,
+        ..AuditFilter::default()
+    };
+    Ok(page(conn, &filter)?.0)
 }

@@ -118,10 +118,10 @@ pub fn snapshot(db: &ControlDb) -> Result<Snapshot> {
     let mut conn = db.conn()?;
     let c = &mut *conn;
     let mut s = Snapshot {
-        tasks_by_state: pairs(c, "SELECT state AS k, count(*) AS v FROM tasks GROUP BY state ORDER BY state")?,
+        tasks_by_state: pairs(c, "SELECT state AS k, CAST(sum(n) AS BIGINT) AS v FROM rollout_counters GROUP BY state ORDER BY state")?,
         rollouts_by_state: pairs(c, "SELECT state AS k, count(*) AS v FROM rollouts GROUP BY state ORDER BY state")?,
         tenants_by_status: pairs(c, "SELECT status AS k, count(*) AS v FROM tenants WHERE deleted_at IS NULL GROUP BY status ORDER BY status")?,
-        queue_depth: number(c, "SELECT count(*) AS v FROM tasks t JOIN rollouts r ON r.id = t.rollout_id WHERE t.state = 'pending' AND r.state = 'running'")?,
+        queue_depth: number(c, "SELECT CAST(COALESCE(sum(t.n), 0) AS BIGINT) AS v FROM rollout_counters t JOIN rollouts r ON r.id = t.rollout_id WHERE t.state = 'pending' AND r.state = 'running'")?,
         retries: number(c, "SELECT CAST(COALESCE(sum(attempts - 1), 0) AS BIGINT) AS v FROM tasks WHERE attempts > 1")?,
         ..Snapshot::default()
     };

@@ -99,6 +99,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         backup -> Bool,
         restore_on_failure -> Bool,
+        wave_done_at -> Nullable<Timestamp>,
     }
 }
 
@@ -138,6 +139,7 @@ diesel::table! {
         direction -> Text,
         worker -> Text,
         ran_at -> Timestamp,
+        recovered -> Bool,
     }
 }
 
@@ -211,6 +213,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     console_sessions,
     tenant_trials,
+    rollout_counters,
+    task_attempts,
 );
 
 diesel::table! {
@@ -406,3 +410,32 @@ diesel::table! {
         started_by -> Text,
     }
 }
+
+diesel::table! {
+    rollout_counters (rollout_id, wave, state) {
+        rollout_id -> Text,
+        wave -> Integer,
+        state -> Text,
+        n -> BigInt,
+        first_started_at -> Nullable<Timestamp>,
+        last_finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    task_attempts (id) {
+        id -> BigInt,
+        task_id -> BigInt,
+        attempt -> Integer,
+        worker -> Text,
+        outcome -> Text,
+        error -> Nullable<Text>,
+        error_version -> Nullable<Text>,
+        reached_version -> Nullable<Text>,
+        started_at -> Timestamp,
+        finished_at -> Timestamp,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::joinable!(task_attempts -> tasks (task_id));

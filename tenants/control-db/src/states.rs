@@ -87,6 +87,17 @@ states! {
 }
 
 states! {
+    /// A database server's lifecycle: `active` takes new tenants;
+    /// `draining` takes none while its tenants are moved off; `retired`
+    /// takes none and holds no live tenant.
+    ServerStatus {
+        Active => "active",
+        Draining => "draining",
+        Retired => "retired",
+    }
+}
+
+states! {
     /// A durable job (`jobs` table).
     JobState {
         Pending => "pending",

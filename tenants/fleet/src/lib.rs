@@ -2,6 +2,7 @@
 //! tenants go, each tenant's database (create, drop, connect, migrate), the
 //! tenant registry, and one tenant's locked migration run.
 
+pub mod pg_pool;
 pub mod registry;
 pub mod servers;
 pub mod tenant_db;

@@ -12,9 +12,9 @@ use diesel::prelude::*;
 use tenantplane_migrations::{runner, MigrateError, MigrationPlan, TENANT_POSTGRES, TENANT_SQLITE};
 use uuid::Uuid;
 
-use tenantplane_control_db::db::sqlite_path;
 use tenantplane_control_db::DbError;
 
+use crate::pg_pool::PooledTenant;
 use crate::servers::{DatabaseServer, Isolation};
 use crate::urls::with_database;
 
@@ -90,7 +90,7 @@ impl TenantDbLocation {
         let name = db_name(tenant_id);
         match server.isolation() {
             Isolation::File => TenantDbLocation::SqliteFile {
-                path: sqlite_path(&server.url).join(format!("{name}.db")),
+                path: server.sqlite_dir().join(format!("{name}.db")),
             },
             Isolation::Schema => TenantDbLocation::PgSchema {
                 server_url: server.url.clone(),
@@ -245,6 +245,20 @@ impl TenantDbLocation {
                     .map_err(|e| TenantDbError::new("invalid server URL", DbError::State(e)))?;
                 Ok(TenantConnection::Postgres(pg_connect(&url)?))
             }
+        }
+    }
+}
+
+impl TenantDbLocation {
+    /// A connection for one run: a tenant schema of a PostgreSQL server
+    /// reuses an idle connection of that server and gives it back, reset,
+    /// when dropped (`pg_pool`); other locations connect as `connect` does.
+    pub fn connect_pooled(&self) -> Result<PooledTenant, TenantDbError> {
+        match self {
+            TenantDbLocation::PgSchema { server_url, schema } => {
+                PooledTenant::checkout(server_url, schema)
+            }
+            _ => self.connect().map(PooledTenant::unpooled),
         }
     }
 }

@@ -11,9 +11,10 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{Bool, Text, Timestamp};
 use tenantplane_control_db::error::{query_in, query_is_transient, report};
 use tenantplane_migrations::probes::{self, ProbeConn};
 use tenantplane_migrations::runner::BoxError;
@@ -33,7 +34,56 @@ pub struct Outcome {
     pub reached_known: bool,
     /// The steps that were committed.
     pub applied: Vec<Step>,
+    /// Steps the tenant had already taken that the control DB never
+    /// recorded: an earlier attempt committed them and its worker died
+    /// before recording them. Read from the tenant's own history.
+    pub recovered: Vec<RecoveredStep>,
     pub error: Option<TaskError>,
+}
+
+/// A step found applied (or reverted) in the tenant database but missing
+/// from the control DB's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredStep {
+    pub version: String,
+    pub direction: StepDirection,
+    /// When it ran, from the tenant's `__diesel_schema_migrations.run_on`
+    /// (a reverted step leaves no trace, so `None` for those).
+    pub ran_at: Option<NaiveDateTime>,
+}
+
+/// The steps between what the control DB recorded and where the tenant
+/// really is: up steps with their `run_on` from `history` when the tenant is
+/// ahead, down steps when it is behind.
+pub fn recovered_steps(
+    recorded: Option<&str>,
+    found: Option<&str>,
+    history: &[(String, NaiveDateTime)],
+) -> Vec<RecoveredStep> {
+    if found > recorded {
+        let mut steps: Vec<RecoveredStep> = history
+            .iter()
+            .filter(|(v, _)| Some(v.as_str()) > recorded && Some(v.as_str()) <= found)
+            .map(|(v, at)| RecoveredStep {
+                version: v.clone(),
+                direction: StepDirection::Up,
+                ran_at: Some(*at),
+            })
+            .collect();
+        steps.sort_by(|a, b| a.version.cmp(&b.version));
+        steps
+    } else {
+        catalogue::versions()
+            .iter()
+            .rev()
+            .filter(|m| Some(m.version.as_str()) > found && Some(m.version.as_str()) <= recorded)
+            .map(|m| RecoveredStep {
+                version: m.version.to_string(),
+                direction: StepDirection::Down,
+                ran_at: None,
+            })
+            .collect()
+    }
 }
 
 impl Outcome {
@@ -44,6 +94,7 @@ impl Outcome {
             reached: None,
             reached_known: false,
             applied: Vec::new(),
+            recovered: Vec::new(),
             error: Some(TaskError {
                 message,
                 version: None,
@@ -76,6 +127,10 @@ pub struct RunOptions {
     pub lock_wait: Duration,
     /// The tenant's advisory-lock key (PostgreSQL).
     pub lock_key: i64,
+    /// The version the control DB has recorded for the tenant. When the run
+    /// finds the tenant elsewhere, it reads the tenant's history to report
+    /// the unrecorded steps (`Outcome::recovered`).
+    pub recorded: Option<String>,
 }
 
 /// Why a tenant run failed. Each variant keeps the driver's error as its
@@ -183,9 +238,10 @@ pub fn lock_key(tenant_id: &str) -> i64 {
     u64::from_str_radix(&hex, 16).map(|v| v as i64).unwrap_or(0)
 }
 
-/// Connects and runs.
+/// Connects (a PostgreSQL tenant schema on a connection reused across the
+/// tenants of its server) and runs.
 pub fn run(location: &TenantDbLocation, opts: &RunOptions) -> Outcome {
-    let mut conn = match location.connect() {
+    let mut conn = match location.connect_pooled() {
         Ok(c) => c,
         Err(e) => return failed_before_start(RunError::Connect(e)),
     };
@@ -207,7 +263,7 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
             let mut state = RunState::new(opts, true);
             let result = c.exclusive_transaction(|c| {
                 state.entered = true;
-                state.body(c, &TENANT_SQLITE, opts, |c, v| {
+                state.body(c, &TENANT_SQLITE, opts, history, |c, v| {
                     probes::run(ProbeConn::Sqlite(c), v)
                 })
             });
@@ -235,13 +291,31 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
                     "SET LOCAL statement_timeout = {}",
                     opts.timeout.as_millis().max(1)
                 ))?;
-                state.body(c, &TENANT_POSTGRES, opts, |c, v| {
+                state.body(c, &TENANT_POSTGRES, opts, history, |c, v| {
                     probes::run(ProbeConn::Postgres(c), v)
                 })
             });
             state.finish(result)
         }
     }
+}
+
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = Text)]
+    version: String,
+    #[diesel(sql_type = Timestamp)]
+    run_on: NaiveDateTime,
+}
+
+/// The tenant's applied versions with their `run_on`.
+fn history<C>(c: &mut C) -> Result<Vec<(String, NaiveDateTime)>, diesel::result::Error>
+where
+    for<'a> diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'a, C, Applied>,
+{
+    let rows: Vec<Applied> =
+        diesel::sql_query("SELECT version, run_on FROM __diesel_schema_migrations").load(c)?;
+    Ok(rows.into_iter().map(|r| (r.version, r.run_on)).collect())
 }
 
 fn failed_before_start(e: RunError) -> Outcome {
@@ -261,6 +335,7 @@ struct RunState {
     known: bool,
     reached: Option<String>,
     applied: Vec<Step>,
+    recovered: Vec<RecoveredStep>,
     error: Option<RunError>,
     /// When the step now running started (for telling timeouts apart).
     step_started: Instant,
@@ -276,6 +351,7 @@ impl RunState {
             known: false,
             reached: None,
             applied: Vec::new(),
+            recovered: Vec::new(),
             error: None,
             step_started: Instant::now(),
             timeout: opts.timeout,
@@ -289,6 +365,7 @@ impl RunState {
         c: &mut C,
         source: &diesel_migrations::EmbeddedMigrations,
         opts: &RunOptions,
+        history: impl FnOnce(&mut C) -> Result<Vec<(String, NaiveDateTime)>, diesel::result::Error>,
         probe: impl FnOnce(&mut C, Option<&str>) -> Result<Vec<&'static str>, probes::ProbeError>,
     ) -> Result<(), diesel::result::Error>
     where
@@ -307,6 +384,20 @@ impl RunState {
         self.start = applied.last().cloned();
         self.reached = self.start.clone();
         self.known = true;
+        // Only when the tenant is not where the control DB thinks: one more
+        // query in the rare run after a crash, none otherwise.
+        if self.start != opts.recorded {
+            match history(c) {
+                Ok(h) => {
+                    self.recovered =
+                        recovered_steps(opts.recorded.as_deref(), self.start.as_deref(), &h)
+                }
+                Err(e) => {
+                    self.error = Some(RunError::Versions(MigrateError::Read(Box::new(e))));
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+            }
+        }
         self.step_started = Instant::now();
         let (reached, steps, step_started) =
             (&mut self.reached, &mut self.applied, &mut self.step_started);
@@ -394,6 +485,7 @@ impl RunState {
             reached: self.reached,
             reached_known: self.known,
             applied: self.applied,
+            recovered: self.recovered,
             error,
         }
     }
@@ -435,6 +527,40 @@ mod tests {
             "{}",
             te.message
         );
+    }
+
+    #[test]
+    fn recovered_steps_are_those_between_the_record_and_the_tenant() {
+        let vs: Vec<&str> = catalogue::versions()
+            .iter()
+            .map(|m| m.version.as_str())
+            .collect();
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let history: Vec<(String, NaiveDateTime)> =
+            vs[..5].iter().map(|v| (v.to_string(), at)).collect();
+        let names = |r: &[RecoveredStep]| r.iter().map(|s| s.version.clone()).collect::<Vec<_>>();
+
+        // Recorded at the 2nd, found at the 5th: the 3rd to the 5th ran unrecorded.
+        let up = recovered_steps(Some(vs[1]), Some(vs[4]), &history);
+        assert_eq!(names(&up), vs[2..5]);
+        assert!(up
+            .iter()
+            .all(|s| s.direction == StepDirection::Up && s.ran_at == Some(at)));
+        // Nothing recorded yet.
+        assert_eq!(
+            names(&recovered_steps(None, Some(vs[1]), &history)),
+            vs[..2]
+        );
+        // Behind the record: the steps reverted, newest first, no time known.
+        let down = recovered_steps(Some(vs[4]), Some(vs[2]), &history[..3]);
+        assert_eq!(names(&down), [vs[4], vs[3]]);
+        assert!(down
+            .iter()
+            .all(|s| s.direction == StepDirection::Down && s.ran_at.is_none()));
+        // Where the record says: nothing.
+        assert!(recovered_steps(Some(vs[2]), Some(vs[2]), &history).is_empty());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use tenantplane_migrations::StepDirection;
 use crate::rollouts::advance;
 use tenantplane_control_db::db::{write_tx, ControlConnection, ControlDb};
 use tenantplane_control_db::error::Result;
-use tenantplane_control_db::schema::{migration_runs, rollouts as rollouts_t, tasks, tenants};
+use tenantplane_control_db::schema::{
+    migration_runs, rollouts as rollouts_t, task_attempts, tasks, tenants,
+};
 
 /// A task a worker holds the lease of, with what it needs to run it.
 #[derive(Debug, Clone, QueryableByName)]
@@ -220,6 +222,106 @@ pub fn fails_for_good(task: &ClaimedTask, outcome: &Outcome) -> bool {
     outcome.error.as_ref().is_some_and(|e| !retried(task, e))
 }
 
+/// Writes the steps of an attempt to `migration_runs`: first those it found
+/// applied but unrecorded (marked `recovered`, at their `run_on`), then
+/// those it applied. `was` is the version the control DB had recorded; only
+/// recovered steps beyond it are written, so nothing is recorded twice. One
+/// multi-row insert (the MultiConnection has none, the backends do).
+fn record_runs(
+    conn: &mut ControlConnection,
+    worker: &str,
+    task: &ClaimedTask,
+    outcome: &Outcome,
+    was: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<()> {
+    let direction = |d: StepDirection| match d {
+        StepDirection::Up => "up",
+        StepDirection::Down => "down",
+    };
+    let recovered = outcome.recovered.iter().filter(|r| match r.direction {
+        StepDirection::Up => Some(r.version.as_str()) > was,
+        StepDirection::Down => Some(r.version.as_str()) <= was,
+    });
+    let runs: Vec<_> = recovered
+        .map(|r| {
+            (
+                &r.version,
+                direction(r.direction),
+                r.ran_at.unwrap_or(now),
+                true,
+            )
+        })
+        .chain(
+            outcome
+                .applied
+                .iter()
+                .map(|step| (&step.version, direction(step.direction), now, false)),
+        )
+        .map(|(version, direction, ran_at, recovered)| {
+            (
+                migration_runs::tenant_id.eq(&task.tenant_id),
+                migration_runs::task_id.eq(Some(task.id)),
+                migration_runs::version.eq(version),
+                migration_runs::direction.eq(direction),
+                migration_runs::worker.eq(worker),
+                migration_runs::ran_at.eq(ran_at),
+                migration_runs::recovered.eq(recovered),
+            )
+        })
+        .collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if !outcome.recovered.is_empty() {
+        tracing::warn!(
+            tenant_id = %task.tenant_id,
+            steps = outcome.recovered.len(),
+            "recording steps an earlier attempt applied but never recorded"
+        );
+    }
+    let insert = diesel::insert_into(migration_runs::table).values(&runs);
+    match conn {
+        ControlConnection::Sqlite(c) => insert.execute(c)?,
+        ControlConnection::Postgres(c) => insert.execute(c)?,
+    };
+    Ok(())
+}
+
+/// One row in `task_attempts` for this attempt: its outcome, error and
+/// duration, kept after the task's own columns move on to the next attempt.
+fn record_attempt(
+    conn: &mut ControlConnection,
+    worker: &str,
+    task: &ClaimedTask,
+    outcome: &Outcome,
+    now: NaiveDateTime,
+    ms: i64,
+) -> Result<()> {
+    let result = match &outcome.error {
+        None => "succeeded",
+        Some(err) if retried(task, err) => "retry",
+        Some(_) => "failed",
+    };
+    let started = now - chrono::Duration::milliseconds(ms);
+    diesel::insert_into(task_attempts::table)
+        .values((
+            task_attempts::task_id.eq(task.id),
+            task_attempts::attempt.eq(task.attempts),
+            task_attempts::worker.eq(worker),
+            task_attempts::outcome.eq(result),
+            task_attempts::error.eq(outcome.error.as_ref().map(|e| e.message.as_str())),
+            task_attempts::error_version
+                .eq(outcome.error.as_ref().and_then(|e| e.version.as_deref())),
+            task_attempts::reached_version.eq(outcome.reached.as_deref()),
+            task_attempts::started_at.eq(started),
+            task_attempts::finished_at.eq(now),
+            task_attempts::duration_ms.eq(ms),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Records the outcome of a task this worker holds. The tenant's
 /// `schema_version` follows what the tenant database durably reached.
 /// `backup_id` is the pre-migration backup this attempt took or reused
@@ -249,8 +351,9 @@ pub fn complete(
             tracing::warn!(task_id = task.id, tenant_id = %task.tenant_id, "lease lost before completion; leaving the task to its new owner");
             return Ok(false);
         }
+        let mut was: Option<String> = None;
         if outcome.reached_known {
-            let was: Option<String> = tenants::table
+            was = tenants::table
                 .find(&task.tenant_id)
                 .select(tenants::schema_version)
                 .first(conn)?;
@@ -265,32 +368,9 @@ pub fn complete(
                 tenantplane_control_db::changes::bump(conn)?;
             }
         }
-        // One multi-row insert (the MultiConnection has none, the backends do).
-        let runs: Vec<_> = outcome
-            .applied
-            .iter()
-            .map(|step| {
-                (
-                    migration_runs::tenant_id.eq(&task.tenant_id),
-                    migration_runs::task_id.eq(Some(task.id)),
-                    migration_runs::version.eq(&step.version),
-                    migration_runs::direction.eq(match step.direction {
-                        StepDirection::Up => "up",
-                        StepDirection::Down => "down",
-                    }),
-                    migration_runs::worker.eq(worker),
-                    migration_runs::ran_at.eq(now),
-                )
-            })
-            .collect();
-        if !runs.is_empty() {
-            let insert = diesel::insert_into(migration_runs::table).values(&runs);
-            match conn {
-                ControlConnection::Sqlite(c) => insert.execute(c)?,
-                ControlConnection::Postgres(c) => insert.execute(c)?,
-            };
-        }
+        record_runs(conn, worker, task, outcome, was.as_deref(), now)?;
         let ms = duration.as_millis() as i64;
+        record_attempt(conn, worker, task, outcome, now, ms)?;
         match &outcome.error {
             None => {
                 diesel::update(tasks::table.find(task.id))

@@ -87,37 +87,51 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The diesel CLI loop, timed. Its stdout is read to print progress.
+/// The diesel CLI over the databases in `list`, timed: a sequential shell
+/// loop, or with `parallel: Some(p)` `xargs -P p` (what a careful operator
+/// would run on a p-core machine). Its stdout is read to print progress.
 pub(super) fn run(
     s: &Settings,
     scratch: &Scratch,
     layout: &Layout,
     list: &Path,
     steps: usize,
+    parallel: Option<usize>,
 ) -> Result<Timed> {
     let diesel = sh_quote(&s.diesel.to_string_lossy());
     let migrations = sh_quote(&s.migration_dir.to_string_lossy());
-    let script = match s.backend {
-        Backend::Sqlite => format!(
-            "for f in {dir}/*.db; do {diesel} migration run --migration-dir {migrations} \
-             --database-url \"$f\" || exit 1; done",
-            dir = sh_quote(&scratch.dir.join("baseline").to_string_lossy()),
-        ),
+    // SQLite lists paths; PostgreSQL lists schemas, made URLs here.
+    let prefix = match s.backend {
+        Backend::Sqlite => String::new(),
         Backend::Postgres => {
             let url = layout.pg_db_url.as_deref().context("no bench database")?;
-            let prefix = with_search_path(url, "");
+            with_search_path(url, "")
+        }
+    };
+    let list = sh_quote(&list.to_string_lossy());
+    let script = match parallel {
+        None => format!(
+            "while read -r d; do {diesel} migration run --migration-dir {migrations} \
+             --database-url {prefix}\"$d\" || exit 1; done < {list}",
+            prefix = sh_quote(&prefix),
+        ),
+        Some(p) => {
+            let sed_escaped = prefix
+                .replace('\\', "\\\\")
+                .replace('&', "\\&")
+                .replace('|', "\\|");
             format!(
-                "for s in $(cat {list}); do {diesel} migration run --migration-dir {migrations} \
-                 --database-url {prefix}\"$s\" || exit 1; done",
-                list = sh_quote(&list.to_string_lossy()),
-                prefix = sh_quote(&prefix),
+                "sed {expr} {list} | xargs -d '\\n' -P {p} -I{{}} \
+                 {diesel} migration run --migration-dir {migrations} --database-url {{}}",
+                expr = sh_quote(&format!("s|^|{sed_escaped}|")),
             )
         }
     };
-    eprintln!(
-        "diesel CLI loop over {} databases: bash -c '{script}'",
-        s.baseline
-    );
+    let label = match parallel {
+        None => "diesel CLI loop".to_string(),
+        Some(p) => format!("parallel diesel CLI (xargs -P {p})"),
+    };
+    eprintln!("{label} over {} databases: bash -c '{script}'", s.baseline);
     let log_path = scratch.dir.join("baseline.stderr");
     let log = File::create(&log_path)?;
     let started = Instant::now();
@@ -133,7 +147,7 @@ pub(super) fn run(
         .spawn()
         .context("starting bash")?;
     let stdout = child.stdout.take().context("no stdout of bash")?;
-    let mut progress = Progress::new("diesel CLI loop", s.baseline);
+    let mut progress = Progress::new(label.clone(), s.baseline);
     let mut ran = 0usize;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the diesel CLI output")?;
@@ -154,13 +168,13 @@ pub(super) fn run(
         File::open(&log_path)?.read_to_string(&mut err)?;
         let tail: Vec<&str> = err.lines().rev().take(10).collect();
         bail!(
-            "the diesel CLI loop failed ({status}) after {ran} migrations: {}",
+            "the {label} failed ({status}) after {ran} migrations: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     ensure!(
         ran == steps * s.baseline,
-        "the diesel CLI loop ran {ran} migrations, expected {}",
+        "the {label} ran {ran} migrations, expected {}",
         steps * s.baseline
     );
     Ok(timed)

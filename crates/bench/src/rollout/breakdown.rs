@@ -62,6 +62,7 @@ pub(super) fn run(
             timeout: Duration::from_secs(300),
             lock_wait: Duration::from_secs(1),
             lock_key: tenant_run::lock_key(&id.to_string()),
+            recorded: None,
         };
         match tenant_run::run_on(c, &opts).error {
             None => Ok(()),

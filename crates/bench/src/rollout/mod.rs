@@ -7,8 +7,9 @@
 //! 2. Engine: one rollout `target: head, selector: all`, run by an in-process
 //!    worker, timed from `rollouts::create` until it reads `succeeded`
 //!    (`engine`).
-//! 3. Baseline: `bash -c 'for f in …; do diesel migration run … || exit 1; done'`
-//!    over the M baseline databases, timed (`baseline`).
+//! 3. Baselines: `bash -c 'while read d; do diesel migration run … || exit 1; done'`
+//!    over M baseline databases, then `xargs -P <cores> diesel migration run`
+//!    over M others (what a careful operator runs), both timed (`baseline`).
 //! 4. A second rollout to head over the same N tenants (a no-op), timed.
 //! 5. Peak RSS (`VmHWM`).
 //! 6. Optionally, the parts of one tenant run (`breakdown`).
@@ -268,9 +269,11 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         }
     };
     let baseline_list = scratch.dir.join("baseline.txt");
+    let parallel_list = scratch.dir.join("baseline-parallel.txt");
+    let lists = [baseline_list.as_path(), parallel_list.as_path()];
     match s.backend {
-        Backend::Sqlite => provision::sqlite(s, scratch, &db, &server, &baseline_list)?,
-        Backend::Postgres => provision::postgres(s, &db, &server, &baseline_list)?,
+        Backend::Sqlite => provision::sqlite(s, scratch, &db, &server, &lists)?,
+        Backend::Postgres => provision::postgres(s, &db, &server, &lists)?,
     }
     let provision_secs = provision_started.elapsed().as_secs_f64();
     let hwm_provisioned = peak_rss_kib()?;
@@ -290,9 +293,11 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         mib(hwm_engine)
     );
 
-    // 3. Baseline.
-    let baseline = baseline::run(s, scratch, &layout, &baseline_list, steps)?;
+    // 3. Baselines: the sequential loop, then the CLI on every core.
+    let baseline = baseline::run(s, scratch, &layout, &baseline_list, steps, None)?;
     baseline::verify(s, &layout, &baseline_list)?;
+    let parallel = baseline::run(s, scratch, &layout, &parallel_list, steps, Some(cores))?;
+    baseline::verify(s, &layout, &parallel_list)?;
 
     // 4. No-op rollout, with a worker running as in production (it has
     // nothing to do: every task is skipped when the rollout is created).
@@ -347,12 +352,22 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
         "diesel CLI loop: {} tenants in {:.2} s = {baseline_tps:.1} tenants/s",
         s.baseline, baseline.secs
     );
+    let parallel_tps = s.baseline as f64 / parallel.secs;
+    println!(
+        "parallel diesel CLI (xargs -P {cores}): {} tenants in {:.2} s = {parallel_tps:.1} tenants/s",
+        s.baseline, parallel.secs
+    );
     let ratio = engine_tps / baseline_tps;
     println!("ratio {ratio:.1}x (engine tenants/s / diesel CLI loop tenants/s)");
     println!(
-        "CPU per tenant, whole machine (/proc/stat busy time): engine {:.1} ms, diesel CLI loop {:.1} ms",
+        "ratio {:.2}x (engine tenants/s / parallel diesel CLI tenants/s)",
+        engine_tps / parallel_tps
+    );
+    println!(
+        "CPU per tenant, whole machine (/proc/stat busy time): engine {:.1} ms, diesel CLI loop {:.1} ms, parallel diesel CLI {:.1} ms",
         engine.cpu_secs * 1000.0 / s.tenants as f64,
-        baseline.cpu_secs * 1000.0 / s.baseline as f64
+        baseline.cpu_secs * 1000.0 / s.baseline as f64,
+        parallel.cpu_secs * 1000.0 / s.baseline as f64
     );
     println!(
         "no-op rollout to head over {} tenants (all at head): {:.3} s ({} skipped)",
@@ -394,7 +409,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// The process's peak resident set size in KiB.
-fn peak_rss_kib() -> Result<u64> {
+pub(crate) fn peak_rss_kib() -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status

@@ -66,12 +66,15 @@ fn provision_batches<W: Send>(
 
 /// SQLite: one phase-0 template made the way `registry::create` makes a
 /// tenant database (create with WAL, connect, migrate), copied per tenant.
+/// `baseline_lists`: one set of M baseline databases per list (one for the
+/// sequential diesel CLI loop, one for the parallel one), each listed in its
+/// file, one path (SQLite) or schema (PostgreSQL) per line.
 pub(super) fn sqlite(
     s: &Settings,
     scratch: &Scratch,
     db: &ControlDb,
     server: &DatabaseServer,
-    baseline_list: &Path,
+    baseline_lists: &[&Path],
 ) -> Result<()> {
     let template = template_path(scratch);
     if let Some(dir) = template.parent() {
@@ -118,23 +121,25 @@ pub(super) fn sqlite(
         |first, ids| insert_tenants(db, server, s.phase0, first, ids),
     )?;
 
-    let baseline_dir = scratch.dir.join("baseline");
-    std::fs::create_dir_all(&baseline_dir)?;
-    let mut list = BufWriter::new(File::create(baseline_list)?);
-    provision_batches(
-        "provisioning baseline databases",
-        s.baseline,
-        &mut workers,
-        |_, id| copy_to(&baseline_dir.join(format!("{}.db", tenant_db::db_name(id)))),
-        |_, ids| {
-            for id in ids {
-                let path = baseline_dir.join(format!("{}.db", tenant_db::db_name(id)));
-                writeln!(list, "{}", path.display())?;
-            }
-            Ok(())
-        },
-    )?;
-    list.flush()?;
+    for (n, baseline_list) in baseline_lists.iter().enumerate() {
+        let baseline_dir = scratch.dir.join(format!("baseline-{n}"));
+        std::fs::create_dir_all(&baseline_dir)?;
+        let mut list = BufWriter::new(File::create(baseline_list)?);
+        provision_batches(
+            "provisioning baseline databases",
+            s.baseline,
+            &mut workers,
+            |_, id| copy_to(&baseline_dir.join(format!("{}.db", tenant_db::db_name(id)))),
+            |_, ids| {
+                for id in ids {
+                    let path = baseline_dir.join(format!("{}.db", tenant_db::db_name(id)));
+                    writeln!(list, "{}", path.display())?;
+                }
+                Ok(())
+            },
+        )?;
+        list.flush()?;
+    }
     Ok(())
 }
 
@@ -144,7 +149,7 @@ pub(super) fn postgres(
     s: &Settings,
     db: &ControlDb,
     server: &DatabaseServer,
-    baseline_list: &Path,
+    baseline_lists: &[&Path],
 ) -> Result<()> {
     let mut workers = vec![(); 4];
     let make = |_: &mut (), id: &Uuid| pg_schema(server, id, s.phase0).map(drop);
@@ -155,20 +160,22 @@ pub(super) fn postgres(
         make,
         |first, ids| insert_tenants(db, server, s.phase0, first, ids),
     )?;
-    let mut list = BufWriter::new(File::create(baseline_list)?);
-    provision_batches(
-        "provisioning baseline schemas",
-        s.baseline,
-        &mut workers,
-        make,
-        |_, ids| {
-            for id in ids {
-                writeln!(list, "{}", tenant_db::db_name(id))?;
-            }
-            Ok(())
-        },
-    )?;
-    list.flush()?;
+    for baseline_list in baseline_lists {
+        let mut list = BufWriter::new(File::create(baseline_list)?);
+        provision_batches(
+            "provisioning baseline schemas",
+            s.baseline,
+            &mut workers,
+            make,
+            |_, ids| {
+                for id in ids {
+                    writeln!(list, "{}", tenant_db::db_name(id))?;
+                }
+                Ok(())
+            },
+        )?;
+        list.flush()?;
+    }
     Ok(())
 }
 

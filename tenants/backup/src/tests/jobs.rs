@@ -44,6 +44,8 @@ fn jobs_back_up_and_verify_the_selected_tenants() {
             "export.tenant",
             "restore.guard",
             "retention",
+            "server.drain",
+            "tenant.move",
             "verify"
         ]
     );

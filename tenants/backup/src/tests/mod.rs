@@ -7,6 +7,7 @@ mod backups;
 mod concurrent;
 mod guard;
 mod jobs;
+mod moves;
 mod restores;
 mod retention;
 mod s3;

@@ -2,63 +2,59 @@
 //! the next wave, the end. Called in the transaction that changed a task
 //! (completion, creation, operator controls) and periodically by workers.
 
-use chrono::Utc;
-use diesel::dsl::count_star;
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use tenantplane_control_db::outbox::{self, EventKind};
-use tenantplane_control_db::schema::{rollouts as rollouts_t, tasks};
-use tenantplane_control_db::states::{RolloutState, TaskState};
+use tenantplane_control_db::schema::rollouts as rollouts_t;
+use tenantplane_control_db::states::RolloutState;
 use tenantplane_control_db::{write_tx, ControlConnection, ControlDb, Result};
 
-use super::waves::{budget_spent, Progress};
-use super::{find_row, set_state, FailureBudget};
+use super::counters::Progress;
+use super::waves::{budget_spent, Progress as BudgetProgress};
+use super::{find_row, set_state, FailureBudget, Wave};
+
+/// Whether the next wave waits after `wave` finished.
+pub(crate) fn holds(wave: &Wave) -> bool {
+    wave.manual || wave.hold_s.is_some()
+}
+
+/// When the wave after a held one opens by itself (`None`: manual).
+pub(crate) fn opens_at(wave: &Wave, finished: NaiveDateTime) -> Option<NaiveDateTime> {
+    if wave.manual {
+        return None;
+    }
+    wave.hold_s
+        .map(|s| finished + chrono::Duration::seconds(i64::from(s)))
+}
 
 /// Moves a running rollout on: halts it when the failure budget is spent,
 /// opens the next wave when the current one is done, finishes it when no task
 /// is left. Call inside a write transaction. Runs after every completion, so
-/// it uses only indexed probes (`tasks (rollout_id, state, wave)`), never a
-/// scan of the whole rollout.
+/// it reads the rollout's counters (a few rows per wave), never the tasks.
 pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     let r = find_row(conn, rollout_id)?;
     if r.state != RolloutState::Running.as_str() {
         return Ok(());
     }
     let now = Utc::now().naive_utc();
-    let in_state = |conn: &mut ControlConnection, state: TaskState| -> Result<i64> {
-        Ok(tasks::table
-            .filter(tasks::rollout_id.eq(rollout_id))
-            .filter(tasks::state.eq(state.as_str()))
-            .select(count_star())
-            .first(conn)?)
-    };
-    // Is any task of waves up to `wave` still pending or running?
-    let open_upto = |conn: &mut ControlConnection, wave: i32| -> Result<bool> {
-        let first: Option<i64> = tasks::table
-            .filter(tasks::rollout_id.eq(rollout_id))
-            .filter(tasks::state.eq_any([TaskState::Pending.as_str(), TaskState::Running.as_str()]))
-            .filter(tasks::wave.le(wave))
-            .select(tasks::id)
-            .first(conn)
-            .optional()?;
-        Ok(first.is_some())
-    };
-    let wave_done = !open_upto(conn, r.current_wave)?;
+    // The counters, read once: a few rows per wave, however big the rollout.
+    let progress = Progress::read(conn, rollout_id)?;
+    let counts = progress.total();
+    let wave_done = !progress.open_upto(r.current_wave);
 
-    let failed = in_state(conn, TaskState::Failed)? - i64::from(r.failures_forgiven);
-    // Counting the others costs two more queries: only when a budget could
-    // be spent.
+    let failed = counts.failed - i64::from(r.failures_forgiven);
     if failed > 0 && (r.max_failed.is_some() || r.max_failed_percent.is_some()) {
-        let progress = Progress {
+        let budget_progress = BudgetProgress {
             failed,
-            finished: failed + in_state(conn, TaskState::Succeeded)?,
-            eligible: i64::from(r.total) - in_state(conn, TaskState::Skipped)?,
+            finished: failed + counts.succeeded,
+            eligible: i64::from(r.total) - counts.skipped,
             wave_done,
         };
         let budget = FailureBudget {
             max_failed: r.max_failed.map(|v| v as u32),
             max_failed_percent: r.max_failed_percent.map(|v| v as u32),
         };
-        if let Some(reason) = budget_spent(&budget, &progress) {
+        if let Some(reason) = budget_spent(&budget, &budget_progress) {
             set_state(conn, rollout_id, RolloutState::Halted, Some(&reason), now)?;
             finished_event(conn, rollout_id, RolloutState::Halted, Some(&reason))?;
             tracing::warn!(rollout_id, %reason, "rollout halted");
@@ -68,21 +64,37 @@ pub fn advance(conn: &mut ControlConnection, rollout_id: &str) -> Result<()> {
     if !wave_done {
         return Ok(());
     }
+    // Open the next wave, and the ones after it that have nothing left to
+    // do, unless a finished wave holds (canary time or a manual promote).
+    let waves: Vec<Wave> = serde_json::from_str(&r.waves).unwrap_or_default();
     let mut wave = r.current_wave;
-    while wave + 1 < r.wave_count && !open_upto(conn, wave)? {
+    let mut done_at = r.wave_done_at;
+    while wave + 1 < r.wave_count && !progress.open_upto(wave) {
+        if let Some(held) = waves.get(wave as usize).filter(|w| holds(w)) {
+            let since = *done_at.get_or_insert(now);
+            if opens_at(held, since).is_none_or(|t| now < t) {
+                break;
+            }
+        }
         wave += 1;
+        done_at = None;
     }
-    if wave != r.current_wave {
+    if wave != r.current_wave || done_at != r.wave_done_at {
         diesel::update(rollouts_t::table.find(rollout_id))
             .set((
                 rollouts_t::current_wave.eq(wave),
+                rollouts_t::wave_done_at.eq(done_at),
                 rollouts_t::updated_at.eq(now),
             ))
             .execute(conn)?;
-        tracing::info!(rollout_id, wave, "next wave");
+        if wave != r.current_wave {
+            tracing::info!(rollout_id, wave, "next wave");
+        } else {
+            tracing::info!(rollout_id, wave, "wave finished; the next one holds");
+        }
     }
-    if !open_upto(conn, i32::MAX)? {
-        let state = if in_state(conn, TaskState::Failed)? > 0 {
+    if !progress.open_upto(i32::MAX) {
+        let state = if counts.failed > 0 {
             RolloutState::Failed
         } else {
             RolloutState::Succeeded
@@ -115,20 +127,14 @@ fn finished_event(
         .find(rollout_id)
         .select((rollouts_t::target, rollouts_t::total))
         .first(conn)?;
-    let count = |conn: &mut ControlConnection, state: TaskState| -> Result<i64> {
-        Ok(tasks::table
-            .filter(tasks::rollout_id.eq(rollout_id))
-            .filter(tasks::state.eq(state.as_str()))
-            .select(count_star())
-            .first(conn)?)
-    };
+    let counts = Progress::read(conn, rollout_id)?.total();
     let body = tenantplane_api_types::notify::RolloutEvent {
         rollout_id: rollout_id.to_string(),
         state: state.as_str().to_string(),
         target,
         total: i64::from(total),
-        succeeded: count(conn, TaskState::Succeeded)?,
-        failed: count(conn, TaskState::Failed)?,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
         halt_reason: reason.map(str::to_string),
     };
     outbox::record(conn, kind, None, &body)?;

@@ -7,7 +7,7 @@ use tenantplane_control_db::schema::{rollouts, tasks};
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::write_tx;
 
-use super::{counts, find_row, get, Rollout};
+use super::{counts, find_row, get, Progress, Rollout};
 use tenantplane_control_db::{Actor, ControlConnection, ControlDb, Error, Result};
 
 /// Operator controls.
@@ -17,6 +17,8 @@ pub enum Control {
     Resume,
     Cancel,
     Retry,
+    /// Opens the next wave now, ending a finished wave's hold.
+    Promote,
 }
 
 impl Control {
@@ -26,6 +28,7 @@ impl Control {
             Control::Resume => "resume",
             Control::Cancel => "cancel",
             Control::Retry => "retry",
+            Control::Promote => "promote",
         }
     }
 }
@@ -127,8 +130,33 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                     .execute(conn)?;
                 set_state(conn, id, RolloutState::Running, None, now)?;
             }
+            Control::Promote => {
+                if r.state != RolloutState::Running.as_str() {
+                    return refuse("");
+                }
+                if r.current_wave + 1 >= r.wave_count {
+                    return refuse(" in its last wave: there is no wave to promote to");
+                }
+                let progress = Progress::read(conn, id)?;
+                if progress.open_upto(r.current_wave) {
+                    let open = progress
+                        .waves
+                        .get(&r.current_wave)
+                        .map_or(0, |c| c.pending + c.running);
+                    return Err(Error::Conflict(format!(
+                        "cannot promote rollout {id}: its current wave still has {open} task(s) open"
+                    )));
+                }
+                diesel::update(rollouts::table.find(id))
+                    .set((
+                        rollouts::current_wave.eq(r.current_wave + 1),
+                        rollouts::wave_done_at.eq(None::<NaiveDateTime>),
+                        rollouts::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+            }
         }
-        let after = find_row(conn, id)?.state;
+        let after = find_row(conn, id)?;
         audit::record(
             conn,
             actor,
@@ -137,8 +165,12 @@ pub fn control(db: &ControlDb, actor: &Actor, id: &str, what: Control) -> Result
                 resource_type: "rollout",
                 resource_id: Some(id),
                 tenant_id: None,
-                before: Some(serde_json::json!({ "state": before })),
-                after: Some(serde_json::json!({ "state": after })),
+                before: Some(
+                    serde_json::json!({ "state": before, "current_wave": r.current_wave }),
+                ),
+                after: Some(
+                    serde_json::json!({ "state": after.state, "current_wave": after.current_wave }),
+                ),
             },
         )?;
         super::advance(conn, id)

@@ -94,6 +94,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             finished_at: None,
             backup: settings.backup,
             restore_on_failure: settings.restore_on_failure,
+            wave_done_at: None,
         };
         diesel::insert_into(rollouts::table)
             .values(&row)
@@ -152,8 +153,8 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
                 .iter()
                 .zip(&sizes)
                 .map(|(w, size)| Wave {
-                    name: w.name.clone(),
                     size: *size,
+                    ..w.clone()
                 })
                 .collect();
             diesel::update(rollouts::table.find(&id))

@@ -7,6 +7,7 @@
 
 mod advance;
 mod control;
+mod counters;
 mod create;
 mod groups;
 mod read;
@@ -20,15 +21,15 @@ use tenantplane_control_db::schema::rollouts;
 pub use advance::{advance, advance_all};
 pub(crate) use control::set_state;
 pub use control::{control, Control};
+pub use counters::Progress;
 pub use create::{create, Created};
 pub use groups::{failure_groups, normalise, retry_group, FailureGroup};
 pub use read::{
-    counts, find_row, get, list, state_totals, tasks_page, tasks_page_where, wave_counts,
-    TaskFilter,
+    counts, find_row, get, list, tasks_page, tasks_page_where, wave_counts, TaskFilter,
 };
 pub use tenantplane_api_types::rollouts::{
     Backoff, FailureBudget, PlannedTask, Rollout, RolloutPlan, RolloutRequest, Selector,
-    TaskCounts, TaskPage, TaskView, Wave, WaveSpec,
+    TaskAttempt, TaskCounts, TaskPage, TaskView, Wave, WaveHold, WaveSpec,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -61,4 +62,5 @@ pub struct RolloutRow {
     pub finished_at: Option<NaiveDateTime>,
     pub backup: bool,
     pub restore_on_failure: bool,
+    pub wave_done_at: Option<NaiveDateTime>,
 }

@@ -1,72 +1,38 @@
 //! Reading rollouts and their tasks as the API shows them.
 
-use std::collections::HashMap;
-
 use chrono::NaiveDateTime;
-use diesel::dsl::count_star;
 use diesel::prelude::*;
-use tenantplane_control_db::schema::{rollouts, tasks, tenants};
+use tenantplane_control_db::schema::{rollouts, task_attempts, tasks, tenants};
 use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_control_db::ControlBackend;
 
-use super::{Backoff, FailureBudget, Rollout, RolloutRow, TaskCounts, TaskPage, TaskView};
+use super::counters::Progress;
+use super::{
+    Backoff, FailureBudget, Rollout, RolloutRow, TaskAttempt, TaskCounts, TaskPage, TaskView, Wave,
+    WaveHold,
+};
 use tenantplane_control_db::{ControlConnection, ControlDb, Error, Result};
 
+/// The task counts of a rollout (from its counters, not a count of tasks).
 pub fn counts(conn: &mut ControlConnection, rollout_id: &str) -> Result<TaskCounts> {
-    let rows: Vec<(String, i64)> = tasks::table
-        .filter(tasks::rollout_id.eq(rollout_id))
-        .group_by(tasks::state)
-        .select((tasks::state, count_star()))
-        .load(conn)?;
-    let mut c = TaskCounts::default();
-    for (state, n) in rows {
-        add(&mut c, &state, n);
-    }
-    Ok(c)
-}
-
-fn add(c: &mut TaskCounts, state: &str, n: i64) {
-    match state.parse::<TaskState>() {
-        Ok(TaskState::Pending) => c.pending += n,
-        Ok(TaskState::Running) => c.running += n,
-        Ok(TaskState::Succeeded) => c.succeeded += n,
-        Ok(TaskState::Failed) => c.failed += n,
-        Ok(TaskState::Skipped) => c.skipped += n,
-        Ok(TaskState::Cancelled) => c.cancelled += n,
-        // The CHECK constraint allows no other word.
-        Err(_) => {}
-    }
+    Ok(Progress::read(conn, rollout_id)?.total())
 }
 
 /// The task counts of each wave of a rollout, by wave number (0-based);
 /// waves without tasks are left out.
 pub fn wave_counts(db: &ControlDb, rollout_id: &str) -> Result<Vec<(i32, TaskCounts)>> {
     let mut conn = db.conn()?;
-    let rows: Vec<(i32, String, i64)> = tasks::table
-        .filter(tasks::rollout_id.eq(rollout_id))
-        .group_by((tasks::wave, tasks::state))
-        .select((tasks::wave, tasks::state, count_star()))
-        .load(&mut conn)?;
-    let mut waves: std::collections::BTreeMap<i32, TaskCounts> = Default::default();
-    for (wave, state, n) in rows {
-        add(waves.entry(wave).or_default(), &state, n);
-    }
-    Ok(waves.into_iter().collect())
+    Ok(Progress::read(&mut conn, rollout_id)?
+        .waves
+        .into_iter()
+        .collect())
 }
 
 fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
-    let counts = counts(conn, &r.id)?;
-    let (first, last, done): (Option<NaiveDateTime>, Option<NaiveDateTime>, i64) = tasks::table
-        .filter(tasks::rollout_id.eq(&r.id))
-        .filter(tasks::started_at.is_not_null())
-        .filter(tasks::finished_at.is_not_null())
-        .select((
-            diesel::dsl::min(tasks::started_at),
-            diesel::dsl::max(tasks::finished_at),
-            count_star(),
-        ))
-        .first(conn)?;
-    let rate = match (first, last) {
+    let progress = Progress::read(conn, &r.id)?;
+    let counts = progress.total();
+    let done = counts.succeeded + counts.failed;
+    let rate = match (progress.first_started, progress.last_finished) {
         (Some(a), Some(b)) if done > 0 => {
             let secs = ((b - a).num_milliseconds() as f64 / 1000.0).max(0.001);
             Some(done as f64 / secs)
@@ -75,9 +41,19 @@ fn view(conn: &mut ControlConnection, r: RolloutRow) -> Result<Rollout> {
     };
     let open = (counts.pending + counts.running) as f64;
     let eta = rate.filter(|r| *r > 0.0 && open > 0.0).map(|r| open / r);
+    let waves: Vec<Wave> = serde_json::from_str(&r.waves).unwrap_or_default();
+    let hold = match (r.state == RolloutState::Running.as_str(), r.wave_done_at) {
+        (true, Some(finished_at)) => waves.get(r.current_wave as usize).map(|w| WaveHold {
+            wave: w.name.clone(),
+            finished_at,
+            opens_at: super::advance::opens_at(w, finished_at),
+        }),
+        _ => None,
+    };
     Ok(Rollout {
         selector: serde_json::from_str(&r.selector).unwrap_or_default(),
-        waves: serde_json::from_str(&r.waves).unwrap_or_default(),
+        waves,
+        hold,
         backoff: Backoff {
             base_ms: r.backoff_base_ms as u64,
             max_ms: r.backoff_max_ms as u64,
@@ -208,7 +184,70 @@ fn task_view(r: TaskRow) -> TaskView {
         duration_ms,
         backup_id,
         restored,
+        history: Vec::new(),
     }
+}
+
+/// Fills in each task's finished attempts (one query for the page).
+fn with_history(conn: &mut ControlConnection, items: &mut [TaskView]) -> Result<()> {
+    let ids: Vec<i64> = items.iter().map(|t| t.id).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    type Row = (
+        i64,
+        i32,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        NaiveDateTime,
+        i64,
+    );
+    let rows: Vec<Row> = task_attempts::table
+        .filter(task_attempts::task_id.eq_any(&ids))
+        .order(task_attempts::id.asc())
+        .select((
+            task_attempts::task_id,
+            task_attempts::attempt,
+            task_attempts::worker,
+            task_attempts::outcome,
+            task_attempts::error,
+            task_attempts::error_version,
+            task_attempts::reached_version,
+            task_attempts::started_at,
+            task_attempts::duration_ms,
+        ))
+        .load(conn)?;
+    let mut by_task: std::collections::HashMap<i64, Vec<TaskAttempt>> = Default::default();
+    for (
+        task_id,
+        attempt,
+        worker,
+        outcome,
+        error,
+        error_version,
+        reached_version,
+        started_at,
+        duration_ms,
+    ) in rows
+    {
+        by_task.entry(task_id).or_default().push(TaskAttempt {
+            attempt,
+            worker,
+            outcome,
+            error,
+            error_version,
+            reached_version,
+            started_at,
+            duration_ms,
+        });
+    }
+    for t in items.iter_mut() {
+        t.history = by_task.remove(&t.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Which tasks a page shows.
@@ -304,15 +343,6 @@ pub fn tasks_page_where(
     } else {
         None
     };
+    with_history(&mut conn, &mut items)?;
     Ok(TaskPage { items, next_cursor })
-}
-
-/// Counts by rollout for many rollouts at once (for metrics).
-pub fn state_totals(db: &ControlDb) -> Result<HashMap<String, i64>> {
-    let mut conn = db.conn()?;
-    let rows: Vec<(String, i64)> = tasks::table
-        .group_by(tasks::state)
-        .select((tasks::state, count_star()))
-        .load(&mut conn)?;
-    Ok(rows.into_iter().collect())
 }

@@ -11,6 +11,8 @@ use crate::selection::Candidate;
 pub const MAX_WAVES: usize = 100;
 /// A wave's name, shown in lists and logs.
 pub const MAX_WAVE_NAME: usize = 64;
+/// The longest hold after a wave: a week.
+pub const MAX_HOLD_S: u32 = 604_800;
 
 pub(super) struct Settings {
     pub(super) target: SchemaTarget,
@@ -97,6 +99,16 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         {
             return Err(Error::invalid(format!(
                 "wave {i}: a name is at most {MAX_WAVE_NAME} printable characters"
+            )));
+        }
+        if w.hold_s.is_some_and(|h| h > MAX_HOLD_S) {
+            return Err(Error::invalid(format!(
+                "wave {i}: hold_s is at most {MAX_HOLD_S} (a week)"
+            )));
+        }
+        if w.hold_s.is_some() && w.manual == Some(true) {
+            return Err(Error::invalid(format!(
+                "wave {i}: give either hold_s or manual, not both"
             )));
         }
         match (w.count, w.percent) {

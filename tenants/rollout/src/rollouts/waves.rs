@@ -23,12 +23,16 @@ pub fn wave_sizes(specs: &[WaveSpec], total: usize) -> Vec<Wave> {
                 .clone()
                 .unwrap_or_else(|| format!("wave-{}", i + 1)),
             size: size as i64,
+            hold_s: spec.hold_s,
+            manual: spec.manual.unwrap_or(false),
         });
     }
     if left > 0 || waves.is_empty() {
         waves.push(Wave {
             name: "rest".to_string(),
             size: left as i64,
+            hold_s: None,
+            manual: false,
         });
     }
     waves
@@ -87,9 +91,9 @@ mod tests {
 
     fn spec(count: Option<u32>, percent: Option<f64>) -> WaveSpec {
         WaveSpec {
-            name: None,
             count,
             percent,
+            ..WaveSpec::default()
         }
     }
 
@@ -120,7 +124,7 @@ mod tests {
         let named = WaveSpec {
             name: Some("canary".into()),
             count: Some(2),
-            percent: None,
+            ..WaveSpec::default()
         };
         assert_eq!(wave_sizes(&[named], 5)[0].name, "canary");
     }

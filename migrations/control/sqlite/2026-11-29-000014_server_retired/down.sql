@@ -1,0 +1,19 @@
+PRAGMA defer_foreign_keys = ON;
+CREATE TABLE database_servers_new (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL CHECK (kind IN ('sqlite', 'postgres')),
+    url         TEXT NOT NULL,
+    isolation   TEXT NOT NULL CHECK (isolation IN ('file', 'schema', 'database')),
+    capacity    INTEGER NOT NULL CHECK (capacity > 0),
+    status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'draining')),
+    created_at  TIMESTAMP NOT NULL
+);
+CREATE TEMP TABLE database_servers_copy AS SELECT * FROM database_servers;
+DROP TABLE database_servers;
+ALTER TABLE database_servers_new RENAME TO database_servers;
+INSERT INTO database_servers (id, name, kind, url, isolation, capacity, status, created_at)
+    SELECT id, name, kind, url, isolation,
+           capacity, CASE status WHEN 'retired' THEN 'draining' ELSE status END, created_at
+      FROM database_servers_copy;
+DROP TABLE database_servers_copy;
