@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
-use tenantplane_control_db::states::TaskState;
+use tenantplane_control_db::states::{RolloutState, TaskState};
 use tenantplane_fleet::tenant_run::{Outcome, TaskError};
 use tenantplane_jobs::backoff::{backoff, lease_expiry};
 use tenantplane_migrations::StepDirection;
@@ -53,20 +53,21 @@ pub struct TaskPolicy {
     pub restore_on_failure: bool,
 }
 
-/// Candidates: a running rollout, a started wave, under the rollout's and the
-/// server's concurrency. `{lock}` is `FOR UPDATE OF t SKIP LOCKED` on
-/// PostgreSQL. `$1` worker, `$2` lease expiry, `$3` now.
+/// Takes the next pending, due task of one rollout whose wave has started
+/// (`$4` rollout, `$5` its current wave), on a server that is not full
+/// (`{servers}`: `AND t.server_id NOT IN (…)` or nothing). `{lock}` is `FOR
+/// UPDATE OF t SKIP LOCKED` on PostgreSQL. `$1` worker, `$2` lease expiry,
+/// `$3` now. One rollout at a time, with the caps decided beforehand:
+/// evaluated per candidate inside the query, PostgreSQL's planner
+/// (expecting few rows to pass the caps) scanned and sorted every pending
+/// task — 1.8 s per claim at 100,000 — instead of walking the index.
 const CLAIM: &str = "
 UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2,
        attempts = attempts + 1, started_at = COALESCE(started_at, $3)
  WHERE id = (
-   SELECT t.id FROM tasks t JOIN rollouts r ON r.id = t.rollout_id
-    WHERE t.state = '{state}' AND {due}
-      AND r.state = 'running' AND t.wave <= r.current_wave
-      AND (SELECT count(*) FROM tasks x WHERE x.rollout_id = t.rollout_id AND x.state = 'running'
-              AND x.lease_expires_at >= $3) < r.concurrency
-      AND (SELECT count(*) FROM tasks x WHERE x.rollout_id = t.rollout_id AND x.server_id = t.server_id
-              AND x.state = 'running' AND x.lease_expires_at >= $3) < r.per_server_concurrency
+   SELECT t.id FROM tasks t
+    WHERE t.state = 'pending' AND t.rollout_id = $4 AND t.wave <= $5
+      AND t.next_attempt_at <= $3 {servers}
     ORDER BY t.priority DESC, t.id
     LIMIT 1 {lock})
 RETURNING id, rollout_id, tenant_id, server_id, attempts, max_attempts, to_version, backup_id";
@@ -129,26 +130,7 @@ pub fn claim(
                 );
             }
         }
-        let sql = CLAIM
-            .replace("{state}", TaskState::Pending.as_str())
-            .replace("{due}", "t.next_attempt_at <= $3");
-        let rows: Vec<ClaimedTask> = match conn {
-            ControlConnection::Postgres(pg) => {
-                diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
-                    .bind::<Text, _>(worker)
-                    .bind::<Timestamp, _>(expires)
-                    .bind::<Timestamp, _>(now)
-                    .load(pg)?
-            }
-            ControlConnection::Sqlite(lite) => {
-                diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
-                    .bind::<Text, _>(worker)
-                    .bind::<Timestamp, _>(expires)
-                    .bind::<Timestamp, _>(now)
-                    .load(lite)?
-            }
-        };
-        Ok(rows.into_iter().next())
+        claim_next(conn, worker, expires, now)
     })?;
     let Some(task) = claimed else { return Ok(None) };
     let policy: TaskPolicy = rollouts_t::table
@@ -163,6 +145,90 @@ pub fn claim(
         ))
         .first(&mut conn)?;
     Ok(Some((task, policy)))
+}
+
+/// A running rollout as the claim sees it.
+type OpenRollout = (String, i32, i32, i32);
+
+/// Picks the next task under the caps: rollouts by priority (then age), each
+/// under its concurrency, its candidates on servers under the per-server
+/// concurrency. Inside the claim's transaction.
+fn claim_next(
+    conn: &mut ControlConnection,
+    worker: &str,
+    expires: NaiveDateTime,
+    now: NaiveDateTime,
+) -> Result<Option<ClaimedTask>> {
+    let open: Vec<OpenRollout> = rollouts_t::table
+        .filter(rollouts_t::state.eq(RolloutState::Running.as_str()))
+        .order((rollouts_t::priority.desc(), rollouts_t::created_at.asc()))
+        .select((
+            rollouts_t::id,
+            rollouts_t::current_wave,
+            rollouts_t::concurrency,
+            rollouts_t::per_server_concurrency,
+        ))
+        .load(conn)?;
+    if open.is_empty() {
+        return Ok(None);
+    }
+    // Live leases per (rollout, server): at most the sum of the caps.
+    let running: Vec<(String, String, i64)> = tasks::table
+        .filter(tasks::state.eq(TaskState::Running.as_str()))
+        .filter(tasks::lease_expires_at.ge(now))
+        .group_by((tasks::rollout_id, tasks::server_id))
+        .select((
+            tasks::rollout_id,
+            tasks::server_id,
+            diesel::dsl::count_star(),
+        ))
+        .load(conn)?;
+    for (rollout_id, wave, concurrency, per_server) in open {
+        let mine = running.iter().filter(|(r, _, _)| *r == rollout_id);
+        if mine.clone().map(|(_, _, n)| n).sum::<i64>() >= i64::from(concurrency) {
+            continue;
+        }
+        let full: Vec<&str> = mine
+            .filter(|(_, _, n)| *n >= i64::from(per_server))
+            .map(|(_, server, _)| server.as_str())
+            .collect();
+        // Server ids are uuids (no quote can occur); bound one by one all
+        // the same would need a dynamic number of binds.
+        let servers = if full.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = full
+                .iter()
+                .map(|id| format!("'{}'", id.replace('\'', "''")))
+                .collect();
+            format!("AND t.server_id NOT IN ({})", list.join(", "))
+        };
+        let sql = CLAIM.replace("{servers}", &servers);
+        let rows: Vec<ClaimedTask> = match conn {
+            ControlConnection::Postgres(pg) => {
+                diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
+                    .bind::<Text, _>(worker)
+                    .bind::<Timestamp, _>(expires)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Text, _>(&rollout_id)
+                    .bind::<Integer, _>(wave)
+                    .load(pg)?
+            }
+            ControlConnection::Sqlite(lite) => {
+                diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
+                    .bind::<Text, _>(worker)
+                    .bind::<Timestamp, _>(expires)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Text, _>(&rollout_id)
+                    .bind::<Integer, _>(wave)
+                    .load(lite)?
+            }
+        };
+        if let Some(task) = rows.into_iter().next() {
+            return Ok(Some(task));
+        }
+    }
+    Ok(None)
 }
 
 /// Extends the leases of the tasks this worker is running.

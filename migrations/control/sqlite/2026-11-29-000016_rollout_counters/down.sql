@@ -2,5 +2,4 @@ ALTER TABLE migration_runs DROP COLUMN recovered;
 ALTER TABLE rollouts DROP COLUMN wave_done_at;
 DROP TRIGGER tasks_counted_delete;
 DROP TRIGGER tasks_counted_update;
-DROP TRIGGER tasks_counted_insert;
 DROP TABLE rollout_counters;

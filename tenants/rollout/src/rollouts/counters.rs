@@ -97,3 +97,40 @@ pub(crate) fn add(c: &mut TaskCounts, state: &str, n: i64) {
         Err(_) => {}
     }
 }
+
+/// The counters of a rollout's tasks as creation inserts them (tasks have no
+/// insert trigger: creation is their only writer): `pending[w]` pending and
+/// `skipped[w]` skipped tasks in wave `w`.
+pub(crate) fn insert_created(
+    conn: &mut ControlConnection,
+    rollout_id: &str,
+    pending: &[i64],
+    skipped: &[i64],
+) -> Result<()> {
+    let rows: Vec<_> = [(TaskState::Pending, pending), (TaskState::Skipped, skipped)]
+        .into_iter()
+        .flat_map(|(state, by_wave)| {
+            by_wave
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(wave, n)| {
+                    (
+                        rc::rollout_id.eq(rollout_id),
+                        rc::wave.eq(wave as i32),
+                        rc::state.eq(state.as_str()),
+                        rc::n.eq(*n),
+                    )
+                })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let insert = diesel::insert_into(rc::table).values(&rows);
+    match conn {
+        ControlConnection::Sqlite(c) => insert.execute(c)?,
+        ControlConnection::Postgres(c) => insert.execute(c)?,
+    };
+    Ok(())
+}

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::request::{validate, Settings};
 use super::{
-    get, waves, PlannedTask, Rollout, RolloutPlan, RolloutRequest, RolloutRow, Selector, Wave,
+    counters, get, waves, PlannedTask, Rollout, RolloutPlan, RolloutRequest, RolloutRow, Selector,
+    Wave,
 };
 use crate::selection::{Candidate, Resolved, PAGE};
 use tenantplane_control_db::{Actor, ControlConnection, ControlDb, Error, Result};
@@ -101,6 +102,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             .execute(conn)?;
         // Tenants deleted since `order` read them drop out of their wave.
         let mut sizes = vec![0i64; waves.len()];
+        let mut skipped_in = vec![0i64; waves.len().max(1)];
         let mut total = 0i64;
         selected.for_each_page(conn, |conn, page| {
             let rows: Vec<NewTask> = page
@@ -108,7 +110,9 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
                 .map(|(wave, c)| {
                     total += 1;
                     let skipped = settings.skips(&c);
-                    if !skipped {
+                    if skipped {
+                        skipped_in[wave as usize] += 1;
+                    } else {
                         sizes[wave as usize] += 1;
                     }
                     NewTask {
@@ -147,6 +151,7 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         if total == 0 {
             return Err(Error::invalid("the selector matches no tenant"));
         }
+        counters::insert_created(conn, &id, &sizes, &skipped_in)?;
         let planned: Vec<i64> = waves.iter().map(|w| w.size).collect();
         if total != selected.order.len() as i64 || sizes != planned {
             let waves: Vec<Wave> = waves
@@ -187,7 +192,26 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         Ok(total)
     })?;
     tracing::info!(rollout_id = %id, target = %settings.target, tenants = total, "rollout created");
+    refresh_statistics(&mut conn, total);
     Ok(Created::Rollout(Box::new(get(db, &id)?)))
+}
+
+/// After a large rollout is created, PostgreSQL's statistics of `tasks` are
+/// stale until autovacuum analyzes it (up to a minute later), and with them
+/// the claim's plan: measured at 100,000 new tasks, claims took ~0.8 s each
+/// instead of a millisecond. Analyzing right away costs ~0.1 s (a sample).
+/// SQLite plans from the indexes alone.
+fn refresh_statistics(conn: &mut ControlConnection, created: i64) {
+    const LARGE: i64 = 5_000;
+    if created < LARGE {
+        return;
+    }
+    if let ControlConnection::Postgres(pg) = conn {
+        use diesel::connection::SimpleConnection;
+        if let Err(e) = pg.batch_execute("ANALYZE tasks, rollout_counters") {
+            tracing::warn!(error = %e, "analyzing tasks after a large rollout failed");
+        }
+    }
 }
 
 /// The selected tenants in wave order; the waves are cut among those that
