@@ -129,10 +129,20 @@ for overlay in overlays:
                 if not prestop_s:
                     err(what, "a preStop sleep must let the endpoints drain")
             elif command == ["worker"]:
-                # The worker serves no HTTP: an HTTP probe would always fail.
-                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    if "httpGet" in c.get(probe, {}):
-                        err(what, f"the worker serves no HTTP, so no {probe}.httpGet")
+                # The worker's own health listener (TENANTPLANE_WORKER_HEALTH_ADDR):
+                # the probes must reach the port it binds, on distinct endpoints.
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                addr = env.get("TENANTPLANE_WORKER_HEALTH_ADDR") or ""
+                ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                if not addr.rpartition(":")[2].isdigit():
+                    err(what, "TENANTPLANE_WORKER_HEALTH_ADDR must be set (host:port) for the probes")
+                elif ports.get("health") != int(addr.rpartition(":")[2]):
+                    err(what, f"the container port named health must be the port of {addr}")
+                for probe, want in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                                    ("readinessProbe", "/readyz")):
+                    get = c.get(probe, {}).get("httpGet", {})
+                    if get.get("path") != want or get.get("port") != "health":
+                        err(what, f"{probe} must GET {want} on port health")
             else:
                 err(what, f"unexpected command {c.get('args')}")
 

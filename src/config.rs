@@ -28,6 +28,9 @@ struct FileConfig {
     notify_retry_scale: Option<f64>,
     shutdown_grace_s: Option<u64>,
     tenant_rate_per_s: Option<u64>,
+    control_db_pool_size: Option<u64>,
+    tenant_db_pool_size: Option<u64>,
+    worker_health_addr: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +66,15 @@ pub struct Config {
     /// Requests per second one tenant key may make to one API process
     /// (bursts of twice that); over it, 429 with `Retry-After`.
     pub tenant_rate_per_s: u64,
+    /// Connections this process's control-DB pool opens at most (default:
+    /// 16 on PostgreSQL, 8 on SQLite). docs/operations.md, "Connection
+    /// budget".
+    pub control_db_pool_size: Option<u32>,
+    /// Tenant runs (one tenant connection each) a worker process has open
+    /// at once against one database server (default: its thread count).
+    pub tenant_db_pool_size: Option<usize>,
+    /// Where `worker` serves `/healthz` and `/readyz` (default: nowhere).
+    pub worker_health_addr: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -83,6 +95,9 @@ impl fmt::Debug for Config {
             .field("worker_lease_s", &self.worker_lease_s)
             .field("shutdown_grace_s", &self.shutdown_grace_s)
             .field("tenant_rate_per_s", &self.tenant_rate_per_s)
+            .field("control_db_pool_size", &self.control_db_pool_size)
+            .field("tenant_db_pool_size", &self.tenant_db_pool_size)
+            .field("worker_health_addr", &self.worker_health_addr)
             .field(
                 "backup_store",
                 &tenantplane_fleet::urls::redact_url(&self.backup_store),
@@ -146,16 +161,36 @@ impl Config {
             }
             Ok(v)
         };
-        let worker_threads =
-            if env("TENANTPLANE_WORKER_THREADS").is_some() || file.worker_threads.is_some() {
-                Some(number(
-                    "TENANTPLANE_WORKER_THREADS",
-                    file.worker_threads.map(|n| n as u64),
-                    1,
-                )? as usize)
+        // A number only when set (env or file), else the part's default.
+        let optional = |name: &str, file: Option<u64>| -> Result<Option<u64>> {
+            if env(name).is_some() || file.is_some() {
+                Ok(Some(number(name, file, 1)?))
             } else {
-                None
-            };
+                Ok(None)
+            }
+        };
+        let worker_threads = optional(
+            "TENANTPLANE_WORKER_THREADS",
+            file.worker_threads.map(|n| n as u64),
+        )?
+        .map(|n| n as usize);
+        let control_db_pool_size = optional(
+            "TENANTPLANE_CONTROL_DB_POOL_SIZE",
+            file.control_db_pool_size,
+        )?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        if let Some(n) = control_db_pool_size {
+            if n > 1000 {
+                bail!("TENANTPLANE_CONTROL_DB_POOL_SIZE must be at most 1000, not {n}");
+            }
+        }
+        let tenant_db_pool_size =
+            optional("TENANTPLANE_TENANT_DB_POOL_SIZE", file.tenant_db_pool_size)?
+                .map(|n| n as usize);
+        let worker_health_addr = env("TENANTPLANE_WORKER_HEALTH_ADDR").or(file.worker_health_addr);
+        if let Some(a) = &worker_health_addr {
+            check_addr("TENANTPLANE_WORKER_HEALTH_ADDR", a)?;
+        }
         let worker_lease_s = number("TENANTPLANE_WORKER_LEASE_S", file.worker_lease_s, 15)?;
         let shutdown_grace_s = number("TENANTPLANE_SHUTDOWN_GRACE_S", file.shutdown_grace_s, 30)?;
         let tenant_rate_per_s = number(
@@ -178,7 +213,19 @@ impl Config {
             backup_store,
             shutdown_grace_s,
             tenant_rate_per_s,
+            control_db_pool_size,
+            tenant_db_pool_size,
+            worker_health_addr,
         })
+    }
+}
+
+/// `host:port` with a numeric port (a name such as `localhost:8081` is
+/// resolved when binding).
+pub fn check_addr(key: &str, addr: &str) -> Result<()> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => bail!("{key} must be host:port (e.g. 0.0.0.0:8081), not {addr:?}"),
     }
 }
 
@@ -261,5 +308,15 @@ mod tests {
         let parsed: FileConfig = toml::from_str(text).unwrap();
         assert_eq!(parsed.shutdown_grace_s, Some(30));
         assert_eq!(parsed.worker_lease_s, Some(15));
+    }
+
+    #[test]
+    fn addresses_need_a_port() {
+        assert!(check_addr("K", "0.0.0.0:8081").is_ok());
+        assert!(check_addr("K", "[::]:8081").is_ok());
+        assert!(check_addr("K", "localhost:0").is_ok());
+        assert!(check_addr("K", "8081").is_err());
+        assert!(check_addr("K", ":8081").is_err());
+        assert!(check_addr("K", "0.0.0.0:http").is_err());
     }
 }

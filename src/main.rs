@@ -56,7 +56,12 @@ enum Command {
     /// The HTTP API only.
     Api,
     /// The worker only.
-    Worker,
+    Worker {
+        /// Serve the liveness (`/healthz`) and readiness (`/readyz`) probes
+        /// on this address (overrides TENANTPLANE_WORKER_HEALTH_ADDR).
+        #[arg(long)]
+        health_addr: Option<String>,
+    },
     /// Manage tenants (calls the API).
     #[command(subcommand)]
     Tenants(cli::TenantCmd),
@@ -145,7 +150,7 @@ fn main() -> Result<()> {
             worker: false,
             demo: false,
         }),
-        Command::Worker => Some(Parts {
+        Command::Worker { .. } => Some(Parts {
             api: false,
             worker: true,
             demo: false,
@@ -153,7 +158,14 @@ fn main() -> Result<()> {
         _ => None,
     };
     if let Some(parts) = parts {
-        let config = Config::load(cli.config.as_deref())?;
+        let mut config = Config::load(cli.config.as_deref())?;
+        if let Command::Worker {
+            health_addr: Some(addr),
+        } = &cli.command
+        {
+            config::check_addr("--health-addr", addr)?;
+            config.worker_health_addr = Some(addr.clone());
+        }
         init_logging(config.log_format);
         return serve::run(&config, parts);
     }
@@ -183,6 +195,6 @@ fn main() -> Result<()> {
         Command::Webhooks(cmd) => cli::notify::webhooks(&client, cli.output, cmd),
         Command::Outbox(cmd) => cli::notify::outbox(&client, cli.output, cmd),
         Command::Drift(args) => cli::drift::run(&client, cli.output, args),
-        Command::Serve { .. } | Command::Api | Command::Worker => Ok(()),
+        Command::Serve { .. } | Command::Api | Command::Worker { .. } => Ok(()),
     }
 }

@@ -29,7 +29,8 @@ pub struct Parts {
 /// Opens (and migrates) the control database and registers the default
 /// SQLite server on first start.
 pub fn open_control(config: &Config) -> Result<ControlDb> {
-    let db = ControlDb::open(&config.control_db).context("opening the control database")?;
+    let db = ControlDb::open_with(&config.control_db, config.control_db_pool_size)
+        .context("opening the control database")?;
     servers::ensure_default_in(&db, &config.data_dir).context("registering the default server")?;
     plans::ensure_defaults(&db).context("creating the default plans")?;
     Ok(db)
@@ -50,7 +51,15 @@ pub fn run(config: &Config, parts: Parts) -> Result<()> {
         wc.lease = std::time::Duration::from_secs(config.worker_lease_s);
         wc.backup_store = Some(config.backup_store.clone());
         wc.notify = config.notify.clone();
-        Some(tenantplane_worker::start(db.clone(), wc)?)
+        wc.tenant_db_per_server = config.tenant_db_pool_size;
+        wc.health_addr = config.worker_health_addr.clone();
+        let w = tenantplane_worker::start(db.clone(), wc)?;
+        if let Some(addr) = w.health_addr() {
+            // Before "worker running": whoever waits for that line can
+            // probe at once (the tests read the address from here).
+            println!("tenantplane worker health on http://{addr}");
+        }
+        Some(w)
     } else {
         None
     };

@@ -145,6 +145,10 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
         return (Outcome::failed_before_start(msg, false), None);
     };
     let location = TenantDbLocation::new(&server, &id);
+    // From here on this run holds tenant connections (the drift gate's, the
+    // run's): within this process's budget for the server
+    // (`server_slots.rs`), released when it returns.
+    let _slot = s.slots.acquire(&server.id);
     // A drifted tenant is not migrated (nor backed up) unless the rollout
     // allows drift.
     if !policy.allow_drift {

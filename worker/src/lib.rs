@@ -10,6 +10,14 @@
 //! - A scheduler thread fires the cron schedules (`tenantplane_jobs::schedules`).
 //! - A relay thread fans new outbox events out into deliveries, which the
 //!   job runner sends (`tenantplane_notify`).
+//! - Optionally, a health listener (`health.rs`) answers Kubernetes'
+//!   liveness and readiness probes.
+//!
+//! Connections: the control DB through the one pool of the process
+//! (`ControlDb::open_with`); tenant databases one per tenant run, at most
+//! [`WorkerConfig::tenant_db_per_server`] at once per server
+//! (`server_slots.rs`). docs/operations.md ("Connection budget") adds them
+//! up.
 //!
 //! Any number of worker processes may share a PostgreSQL control database: a
 //! task belongs to whoever holds its lease, and a killed worker's leases
@@ -17,9 +25,12 @@
 
 mod drift_gate;
 mod executor;
+pub mod health;
 pub mod jobs;
+mod server_slots;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -53,6 +64,20 @@ pub struct WorkerConfig {
     pub notify: tenantplane_notify::NotifyConfig,
     /// How often the relay looks for new outbox events when idle.
     pub relay_poll: Duration,
+    /// Tenant runs (one tenant connection each) this process has open at
+    /// once against one database server, across rollouts; `None`: as many
+    /// as executor threads (no bound beyond the rollouts' own
+    /// `per_server_concurrency`).
+    pub tenant_db_per_server: Option<usize>,
+    /// Where the health listener binds (`/healthz`, `/readyz`); `None`: no
+    /// listener.
+    pub health_addr: Option<String>,
+    /// Liveness fails when the maintenance loop has not gone round for this
+    /// long. One round makes at most three control-DB calls, each of which
+    /// gives up after the pool's 10 s timeout when the database is away,
+    /// plus its nap (a third of the lease): 2 minutes tell a hung process
+    /// from a database outage.
+    pub stall_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +101,9 @@ impl Default for WorkerConfig {
             backup_store: None,
             notify: tenantplane_notify::NotifyConfig::default(),
             relay_poll: Duration::from_millis(250),
+            tenant_db_per_server: None,
+            health_addr: None,
+            stall_after: Duration::from_secs(120),
         }
     }
 }
@@ -90,6 +118,7 @@ pub struct WorkerHandle {
     scheduler: Scheduler,
     relay: tenantplane_notify::Relay,
     pub id: String,
+    health_addr: Option<SocketAddr>,
 }
 
 /// What a graceful stop did.
@@ -102,7 +131,13 @@ pub struct Stopped {
 }
 
 impl WorkerHandle {
+    /// The health listener's bound address, when it runs.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
+    }
+
     pub fn stop(self) {
+        self.shared.pulse.set_stopping();
         self.shared.stop.store(true, Ordering::SeqCst);
         self.scheduler.stop();
         self.relay.stop();
@@ -127,6 +162,7 @@ impl WorkerHandle {
     /// the process's exit, which rolls their tenant transactions back.
     pub fn stop_within(self, grace: Duration) -> Stopped {
         let deadline = Instant::now() + grace;
+        self.shared.pulse.set_stopping();
         self.shared.stop.store(true, Ordering::SeqCst);
         self.scheduler.stop();
         // Events not fanned out yet wait in the outbox for the next relay.
@@ -176,6 +212,10 @@ struct Shared {
     /// until then.
     stop_heartbeat: AtomicBool,
     in_flight: Mutex<HashSet<i64>>,
+    /// The per-server bound on tenant runs of this process.
+    slots: server_slots::ServerSlots,
+    /// Proof of life for the liveness probe.
+    pulse: Arc<health::Pulse>,
 }
 
 /// Sleeps up to `d`, waking early when `flag` is set.
@@ -215,7 +255,16 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     );
+    // Bound first: a taken port fails the start before any work is claimed.
+    let health_listener = match &config.health_addr {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding the health listener {addr}: {e}"))
+        })?),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
+    let pulse = Arc::new(health::Pulse::new(config.threads));
+    pulse.round();
     let shared = Arc::new(Shared {
         db,
         id: id.clone(),
@@ -223,14 +272,24 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         stop: stop.clone(),
         stop_heartbeat: AtomicBool::new(false),
         in_flight: Mutex::new(HashSet::new()),
+        slots: server_slots::ServerSlots::new(
+            config.tenant_db_per_server.unwrap_or(config.threads),
+        ),
+        pulse: pulse.clone(),
     });
     let mut threads = Vec::new();
     for n in 0..config.threads {
         let s = shared.clone();
+        // Counted before the thread starts, so a probe right after the
+        // start does not see executors missing.
+        let alive = pulse.executor();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("executor-{n}"))
-                .spawn(move || executor::run(&s))?,
+                .spawn(move || {
+                    let _alive = alive;
+                    executor::run(&s)
+                })?,
         );
     }
     let jobs = Runner::start(
@@ -255,7 +314,18 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
     let maintenance = std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || maintenance(&s))?;
-    tracing::info!(worker = %id, threads = config.threads, job_threads = config.job_threads, "worker started");
+    let health_addr = match health_listener {
+        Some(l) => Some(health::serve(
+            l,
+            shared.db.clone(),
+            pulse,
+            config.stall_after,
+        )?),
+        None => None,
+    };
+    tracing::info!(worker = %id, threads = config.threads, job_threads = config.job_threads,
+        tenant_db_per_server = config.tenant_db_per_server.unwrap_or(config.threads),
+        control_db_pool = shared.db.max_connections(), ?health_addr, "worker started");
     Ok(WorkerHandle {
         shared,
         threads,
@@ -264,6 +334,7 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         scheduler,
         relay,
         id,
+        health_addr,
     })
 }
 
@@ -279,6 +350,7 @@ fn maintenance(s: &Shared) {
     let mut last_advance = Instant::now();
     let mut last_beat: Option<Instant> = None;
     while !s.stop_heartbeat.load(Ordering::SeqCst) {
+        s.pulse.round();
         if last_beat.is_none_or(|t| t.elapsed() >= beat) {
             let ids: Vec<i64> = s
                 .in_flight

@@ -8,6 +8,7 @@ mod drift;
 mod flags;
 mod fleet;
 mod rollout;
+mod scale_out;
 
 use std::io::IsTerminal;
 
@@ -36,6 +37,13 @@ enum Command {
     /// Backups of every tenant with the backup engine against a loop of
     /// `pg_dump -Fc` / `sqlite3 .backup`, then the restore drill.
     Backup(backup::BackupArgs),
+    /// One rollout run by 1, 2 and 4 worker processes on one PostgreSQL
+    /// control database: tenants/s, speed-up, CPU, control-DB cost per
+    /// tenant.
+    ScaleOut(scale_out::ScaleOutArgs),
+    /// A worker process of `scale-out` (started by it).
+    #[command(hide = true)]
+    ScaleOutWorker(scale_out::WorkerArgs),
     /// What a rollout costs the control DB at 1,000 and at 100,000 tenants:
     /// no-op rollout, creation, progress reads under load, peak RSS.
     Fleet(fleet::FleetArgs),
@@ -64,6 +72,8 @@ fn main() -> Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Flags(args) => flags::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::ScaleOut(args) => scale_out::run(args),
+        Command::ScaleOutWorker(args) => scale_out::worker_main(args),
         Command::Fleet(args) => fleet::run(args),
         Command::Drift(args) => drift::run(args),
     }

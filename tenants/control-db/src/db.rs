@@ -145,9 +145,29 @@ impl std::fmt::Debug for ControlDb {
     }
 }
 
+/// Connections one process's control-DB pool opens at most when not
+/// configured (`TENANTPLANE_CONTROL_DB_POOL_SIZE`): SQLite has one writer
+/// anyway; on PostgreSQL 16 covers a worker's executors, job runner,
+/// scheduler, relay and maintenance threads, which each hold a connection
+/// only for one statement or transaction at a time. docs/operations.md
+/// ("Connection budget") has the sums for N APIs and M workers.
+pub fn default_pool_size(kind: BackendKind) -> u32 {
+    match kind {
+        BackendKind::Sqlite => 8,
+        BackendKind::Postgres => 16,
+    }
+}
+
 impl ControlDb {
-    /// Opens the pool and applies pending control migrations.
+    /// Opens the pool (at its default size) and applies pending control
+    /// migrations.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, None)
+    }
+
+    /// Opens the pool with at most `max_connections` connections (`None`:
+    /// [`default_pool_size`]) and applies pending control migrations.
+    pub fn open_with(url: &str, max_connections: Option<u32>) -> Result<Self> {
         configure_sqlite();
         let kind = backend_of(url);
         if kind == BackendKind::Sqlite {
@@ -161,8 +181,14 @@ impl ControlDb {
             url: url.to_string(),
             kind,
         };
+        let max_size = max_connections.unwrap_or_else(|| default_pool_size(kind));
+        if max_size == 0 {
+            return Err(Error::invalid(
+                "the control database pool needs at least 1 connection",
+            ));
+        }
         let pool = Pool::builder()
-            .max_size(if kind == BackendKind::Sqlite { 8 } else { 16 })
+            .max_size(max_size)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
@@ -174,6 +200,11 @@ impl ControlDb {
 
     pub fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    /// The most connections this process's pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.pool.max_size()
     }
 
     pub fn conn(&self) -> Result<PooledControl> {

@@ -35,6 +35,7 @@ use tenantplane_fleet::servers::{self, NewServer};
 use tenantplane_migrations::catalogue;
 use tenantplane_worker::WorkerConfig;
 
+pub(crate) use provision::pg_schema;
 use scratch::Scratch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -181,7 +181,7 @@ pub(super) fn postgres(
 
 /// A tenant's PostgreSQL schema at phase 0, made the way `registry::create`
 /// makes one (`TenantDbLocation::create`, `connect`, `migrate_to`).
-pub(super) fn pg_schema(
+pub(crate) fn pg_schema(
     server: &DatabaseServer,
     id: &Uuid,
     phase0: &'static str,
