@@ -115,6 +115,24 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// Every operation of a path.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// utoipa names an operation after its handler function, and handlers of
 /// different resources share names (`list`, `get`, `create`): prefix the
 /// tag, so every operationId is unique and says what it acts on
@@ -124,19 +142,7 @@ struct UniqueOperationIds;
 impl Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 let tag = op
                     .tags
                     .as_ref()
@@ -191,16 +197,7 @@ impl Modify for CommonResponses {
             let names_resource = path.contains('{');
             let tenant_route = path == "/v1/tenant" || path.starts_with("/v1/tenant/");
             let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/v1/openapi.json");
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = op.request_body.is_some();
                 let has_query = op.parameters.as_ref().is_some_and(|ps| {
@@ -260,16 +257,7 @@ impl Modify for NoNulParameters {
             SchemaType::AnyValue => false,
         };
         for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 for p in op.parameters.iter_mut().flatten() {
                     if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
                         if is_string(&o.schema_type) && o.pattern.is_none() && o.format.is_none() {
