@@ -63,11 +63,15 @@ pub struct TaskPolicy {
 /// evaluated per candidate inside the query, PostgreSQL's planner
 /// (expecting few rows to pass the caps) scanned and sorted every pending
 /// task — 1.8 s per claim at 100,000 — instead of walking the index.
+/// `{indexed}` is `INDEXED BY tasks_claim_idx` on SQLite, whose planner
+/// otherwise takes the rollout's index and sorts its pending tasks (~0.1 s
+/// per claim at 100,000); walking the claim index in order stops at the
+/// first due task.
 const CLAIM: &str = "
 UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2,
        attempts = attempts + 1, started_at = COALESCE(started_at, $3)
  WHERE id = (
-   SELECT t.id FROM tasks t
+   SELECT t.id FROM tasks t {indexed}
     WHERE t.state = 'pending' AND t.rollout_id = $4 AND t.wave <= $5
       AND t.next_attempt_at <= $3 {servers}
     ORDER BY t.priority DESC, t.id
@@ -208,24 +212,27 @@ fn claim_next(
         };
         let sql = CLAIM.replace("{servers}", &servers);
         let rows: Vec<ClaimedTask> = match conn {
-            ControlConnection::Postgres(pg) => {
-                diesel::sql_query(sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED"))
-                    .bind::<Text, _>(worker)
-                    .bind::<Timestamp, _>(expires)
-                    .bind::<Timestamp, _>(now)
-                    .bind::<Text, _>(&rollout_id)
-                    .bind::<Integer, _>(wave)
-                    .load(pg)?
-            }
-            ControlConnection::Sqlite(lite) => {
-                diesel::sql_query(sql.replace("{lock}", "").replace('$', "?"))
-                    .bind::<Text, _>(worker)
-                    .bind::<Timestamp, _>(expires)
-                    .bind::<Timestamp, _>(now)
-                    .bind::<Text, _>(&rollout_id)
-                    .bind::<Integer, _>(wave)
-                    .load(lite)?
-            }
+            ControlConnection::Postgres(pg) => diesel::sql_query(
+                sql.replace("{lock}", "FOR UPDATE OF t SKIP LOCKED")
+                    .replace("{indexed}", ""),
+            )
+            .bind::<Text, _>(worker)
+            .bind::<Timestamp, _>(expires)
+            .bind::<Timestamp, _>(now)
+            .bind::<Text, _>(&rollout_id)
+            .bind::<Integer, _>(wave)
+            .load(pg)?,
+            ControlConnection::Sqlite(lite) => diesel::sql_query(
+                sql.replace("{lock}", "")
+                    .replace("{indexed}", "INDEXED BY tasks_claim_idx")
+                    .replace('$', "?"),
+            )
+            .bind::<Text, _>(worker)
+            .bind::<Timestamp, _>(expires)
+            .bind::<Timestamp, _>(now)
+            .bind::<Text, _>(&rollout_id)
+            .bind::<Integer, _>(wave)
+            .load(lite)?,
         };
         if let Some(task) = rows.into_iter().next() {
             return Ok(Some(task));
