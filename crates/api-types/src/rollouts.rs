@@ -67,6 +67,7 @@ pub struct FailureBudget {
 /// Body of `POST /v1/rollouts`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"target": "head", "selector": {"all": true}, "concurrency": 4}))]
 pub struct RolloutRequest {
     /// `head`, `phase:N` or `version:V`; older than a tenant's version = rollback.
     #[schema(
