@@ -16,7 +16,8 @@ use crate::AppState;
 /// Starts a rollout, or returns its plan with `dry_run: true`.
 #[utoipa::path(post, path = "/v1/rollouts", tag = "rollouts", security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat a request safely: the same key and request replay the first answer")),
-    request_body = RolloutRequest,
+    request_body(content = RolloutRequest,
+        example = json!({"target": "head", "selector": {"all": true}, "concurrency": 4})),
     responses((status = 201, body = Rollout), (status = 200, body = RolloutPlan, description = "dry run: the plan, nothing changed"),
         (status = 400, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[post("/v1/rollouts")]
