@@ -19,6 +19,7 @@
 
 use tenantplane_control_db::error::report;
 use tenantplane_fleet::tenant_db::TenantDbLocation;
+use tenantplane_fleet::tenant_run;
 use tenantplane_fleet::tenant_run::Outcome;
 use tenantplane_rollout::tasks::ClaimedTask;
 
@@ -42,6 +43,21 @@ pub(crate) fn refuse_drifted(
             return Some(Outcome::failed_before_start(msg, transient));
         }
     };
+    // Under the tenant's lock, as the run: a tenant another run (or a
+    // dead worker's abandoned session, or a move) holds is left for later
+    // at once, not read while it changes or waited on without end. The
+    // session lock goes with the connection's reset when it is dropped.
+    match tenant_run::try_lock_session(&mut conn, &task.tenant_id) {
+        Ok(true) => {}
+        Ok(false) => {
+            let msg = format!("{who}: the tenant is locked by another migration");
+            return Some(Outcome::failed_before_start(msg, true));
+        }
+        Err(e) => {
+            let msg = format!("{who}: drift check: taking the tenant's lock: {e}");
+            return Some(Outcome::failed_before_start(msg, true));
+        }
+    }
     match tenantplane_drift::gate(&s.db, &task.tenant_id, slug, &mut conn) {
         Ok(None) => None,
         Ok(Some(diff)) => {

@@ -238,6 +238,33 @@ pub fn lock_key(tenant_id: &str) -> i64 {
     u64::from_str_radix(&hex, 16).map(|v| v as i64).unwrap_or(0)
 }
 
+/// Takes the tenant's lock for the rest of the session (PostgreSQL: the
+/// same advisory key the run takes per transaction; the pool's reset or
+/// closing the connection releases it): `false` when another session holds
+/// it. SQLite tenants are locked by their file's write lock inside each run:
+/// always `true` here.
+pub fn try_lock_session(
+    conn: &mut TenantConnection,
+    tenant_id: &str,
+) -> Result<bool, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    match conn {
+        TenantConnection::Sqlite(_) => Ok(true),
+        TenantConnection::Postgres(c) => {
+            let got: Locked = diesel::sql_query(format!(
+                "SELECT pg_try_advisory_lock({}) AS locked",
+                lock_key(tenant_id)
+            ))
+            .get_result(c)?;
+            Ok(got.locked)
+        }
+    }
+}
+
 /// Connects (a PostgreSQL tenant schema on a connection reused across the
 /// tenants of its server) and runs.
 pub fn run(location: &TenantDbLocation, opts: &RunOptions) -> Outcome {
