@@ -107,30 +107,41 @@ pub fn check_connection(
     conn: &mut TenantConnection,
     recorded: Option<&str>,
 ) -> Result<Vec<Difference>, CheckError> {
-    let (applied, reference, actual) = match conn {
+    let applied = applied(conn)?;
+    check_against(conn, &applied, recorded)
+}
+
+/// The versions applied to the tenant, from its own history.
+fn applied(conn: &mut TenantConnection) -> Result<Vec<String>, CheckError> {
+    Ok(versions(
+        match conn {
+            TenantConnection::Sqlite(c) => diesel::sql_query(APPLIED).load(c),
+            TenantConnection::Postgres(c) => diesel::sql_query(APPLIED).load(c),
+        }
+        .map_err(CheckError::Versions)?,
+    ))
+}
+
+/// `check_connection` with the applied versions already read.
+fn check_against(
+    conn: &mut TenantConnection,
+    applied: &[String],
+    recorded: Option<&str>,
+) -> Result<Vec<Difference>, CheckError> {
+    let (reference, actual) = match conn {
         TenantConnection::Sqlite(c) => {
-            let applied = versions(
-                diesel::sql_query(APPLIED)
-                    .load(c)
-                    .map_err(CheckError::Versions)?,
-            );
             let actual = snapshot::sqlite::snapshot(c).map_err(CheckError::Snapshot)?;
             let reference = reference::sqlite(recorded).map_err(CheckError::Reference)?;
-            (applied, reference, actual)
+            (reference, actual)
         }
         TenantConnection::Postgres(c) => {
-            let applied = versions(
-                diesel::sql_query(APPLIED)
-                    .load(c)
-                    .map_err(CheckError::Versions)?,
-            );
             let actual = snapshot::postgres::snapshot(c).map_err(CheckError::Snapshot)?;
             let reference = reference::postgres(c, actual.server_major, recorded)
                 .map_err(CheckError::Reference)?;
-            (applied, reference, actual.snapshot)
+            (reference, actual.snapshot)
         }
     };
-    let mut out = version_differences(&applied, recorded);
+    let mut out = version_differences(applied, recorded);
     out.extend(compare(&reference, &actual));
     Ok(out)
 }
@@ -192,15 +203,9 @@ pub fn gate(
     slug: &str,
     conn: &mut TenantConnection,
 ) -> Result<Option<String>, CheckError> {
-    let applied = versions(
-        match conn {
-            TenantConnection::Sqlite(c) => diesel::sql_query(APPLIED).load(c),
-            TenantConnection::Postgres(c) => diesel::sql_query(APPLIED).load(c),
-        }
-        .map_err(CheckError::Versions)?,
-    );
+    let applied = applied(conn)?;
     let recorded = applied.last().map(String::as_str);
-    let differences = check_connection(conn, recorded)?;
+    let differences = check_against(conn, &applied, recorded)?;
     let found = DriftReport {
         tenant_id: tenant_id.to_string(),
         slug: slug.to_string(),

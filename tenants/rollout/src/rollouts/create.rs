@@ -199,10 +199,11 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
 }
 
 /// After a large rollout is created, PostgreSQL's statistics of `tasks` are
-/// stale until autovacuum analyzes it (up to a minute later), and with them
-/// the claim's plan: measured at 100,000 new tasks, claims took ~0.8 s each
-/// instead of a millisecond. Analyzing right away costs ~0.1 s (a sample).
-/// SQLite plans from the indexes alone.
+/// stale until autovacuum analyzes it (up to a minute later), and the
+/// claim's plan is made from them. Analyzing right away costs ~0.1 s (a
+/// sample). (The slow claims the fleet bench found at 100,000 tasks were the
+/// claim query's shape, fixed in `tasks::claim_next`, not the statistics:
+/// this alone did not cure them.) SQLite plans from the indexes alone.
 fn refresh_statistics(conn: &mut ControlConnection, created: i64) {
     const LARGE: i64 = 5_000;
     if created < LARGE {
