@@ -27,12 +27,16 @@ pub struct Parts {
 }
 
 /// Opens (and migrates) the control database and registers the default
-/// SQLite server on first start.
+/// SQLite server, plans and schedules on first start.
 pub fn open_control(config: &Config) -> Result<ControlDb> {
     let db = ControlDb::open_with(&config.control_db, config.control_db_pool_size)
         .context("opening the control database")?;
     servers::ensure_default_in(&db, &config.data_dir).context("registering the default server")?;
     plans::ensure_defaults(&db).context("creating the default plans")?;
+    // Here and not only in the scheduler thread: once the process says it
+    // is listening, the default schedules exist (a client reading
+    // `nightly-backup` right after start raced the scheduler's first tick).
+    tenantplane_jobs::schedules::ensure_defaults(&db).context("creating the default schedules")?;
     Ok(db)
 }
 
