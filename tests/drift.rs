@@ -456,3 +456,61 @@ fn the_cli_prints_the_differences_and_fails_on_drift() {
         .collect();
     assert_eq!(drifted, vec!["cli-indexed"]);
 }
+
+/// A run proves what it changed; `verify: "full"` proves every probe of the
+/// target. Two phase-4 tenants lose their `recommendations` table by hand
+/// (a table phase 7 does not touch; `allow_drift` lets both through the
+/// drift gate): the default rollout migrates the first, whose run proves
+/// only what phase 7 changed, and the full one fails the second on the
+/// `recommendations` probe and leaves it at phase 4.
+#[test]
+fn rollouts_prove_what_each_run_changed_and_verify_full_proves_everything() {
+    let app = serve();
+    let start = catalogue::phase_version(4).map(str::to_string);
+    let mut ids = Vec::new();
+    for slug in ["proven-changed", "proven-full"] {
+        let id = create_tenant(&app, json!({"slug": slug, "name": slug, "schema": START}));
+        let path = app
+            .data_dir
+            .join("tenants")
+            .join(format!("t_{}.db", id.replace('-', "")));
+        SqliteConnection::establish(&path.to_string_lossy())
+            .expect("open")
+            .batch_execute("DROP TABLE recommendations")
+            .expect("drop");
+        ids.push(id);
+    }
+
+    let r = rollout(
+        &app,
+        json!({"target": "head", "selector": {"tenants": ["proven-changed"]}, "allow_drift": true}),
+    );
+    assert_eq!(
+        (&r["state"], &r["verify"]),
+        (&json!("succeeded"), &json!(false)),
+        "{r}"
+    );
+    assert_eq!(version_of(&app, "proven-changed"), Some(head()));
+
+    let r = rollout(
+        &app,
+        json!({"target": "head", "selector": {"tenants": ["proven-full"]}, "allow_drift": true,
+               "verify": "full"}),
+    );
+    assert_eq!(r["verify"], true, "{r}");
+    assert_eq!(r["counts"]["failed"], 1, "{r}");
+    let task = &tasks(&app, &r)[0];
+    let error = task["last_error"].as_str().expect("error");
+    assert!(error.contains("probe recommendations failed"), "{error}");
+    assert_eq!(task["attempts"], 1, "a failed probe is permanent: {task}");
+    assert_eq!(version_of(&app, "proven-full"), start, "rolled back whole");
+
+    // `verify` takes a boolean, "changed" or "full", and nothing else.
+    let (s, e) = app.call(
+        "POST",
+        "/v1/rollouts",
+        Some(json!({"target": "head", "selector": {"all": true}, "verify": "most"})),
+    );
+    assert_eq!((s, error_code(&e).as_str()), (400, "bad_request"), "{e}");
+    assert!(e.to_string().contains(r#"\"changed\" or \"full\""#), "{e}");
+}

@@ -28,7 +28,7 @@ fn phase0() -> String {
 fn opts(target: &str, timeout: Duration) -> RunOptions {
     RunOptions {
         target: Some(target.to_string()),
-        probes: true,
+        probes: tenantplane_fleet::tenant_run::ProbeSet::Full,
         timeout,
         lock_wait: Duration::from_millis(200),
         lock_key: tenant_run::lock_key("0b9e7a4e-2f55-4c39-9a0e-1f2d3c4b5a69"),

@@ -1337,7 +1337,7 @@ fn pooled_postgres_connections_leak_nothing_between_tenants() {
     };
     let opts = RunOptions {
         target: Some(head()),
-        probes: true,
+        probes: tenantplane_fleet::tenant_run::ProbeSet::Full,
         timeout: Duration::from_secs(60),
         lock_wait: Duration::from_secs(1),
         lock_key: 1,

@@ -260,6 +260,67 @@ pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)
 }
 
+/// The tables each tenant migration changes (its up and its down, on either
+/// backend): created, altered, dropped, rebuilt, indexed, given a trigger or
+/// written by a backfill. A table it only references (a foreign key, a
+/// view's `FROM`) is not changed by it. Read by the probes to pick what a
+/// run must prove (`probes::select`); a test derives the same lists from
+/// the SQL files, so a new migration without its line here fails it.
+const CHANGES: &[(&str, &[&str])] = &[
+    ("baseline_users", &["tenant_schema_bootstrap", "users"]),
+    ("baseline_shop_profile", &["shop_profile"]),
+    ("baseline_settings", &["settings"]),
+    ("baseline_sales", &["sales"]),
+    ("baseline_expenses", &["expenses"]),
+    ("baseline_credits", &["credits"]),
+    ("baseline_audit_log", &["audit_log"]),
+    ("invoice_numbers", &["invoice_counters", "sales"]),
+    ("shop_branding", &["shop_profile"]),
+    ("audit_log_diff", &["audit_log"]),
+    ("settings_day_end_lock", &["settings"]),
+    ("expense_categories", &["expense_categories", "expenses"]),
+    ("sales_heatmap", &["sales_heatmap"]),
+    ("customer_metrics", &["customer_metrics", "sales"]),
+    ("recommendations", &["recommendations"]),
+    (
+        "assistant_sessions",
+        &["assistant_messages", "assistant_sessions"],
+    ),
+    ("credit_reminder_fields", &["credits"]),
+    ("reminder_log", &["reminder_log"]),
+    ("user_role_enum", &["users"]),
+    ("user_last_login", &["users"]),
+    ("user_invites", &["user_invites"]),
+    ("webhooks", &["api_webhooks", "webhook_events"]),
+    ("exports", &["exports"]),
+    ("sale_locks", &["sales"]),
+];
+
+/// The tables the migration `version` changes (see `CHANGES`); every
+/// tenant table when the version is unknown, so a caller that proves
+/// "what changed" never proves too little.
+pub fn tables_changed_by(version: &str) -> &'static [&'static str] {
+    versions()
+        .iter()
+        .find(|m| m.version == version)
+        .and_then(|m| CHANGES.iter().find(|(name, _)| *name == m.name))
+        .map_or(all_tables(), |(_, tables)| tables)
+}
+
+/// Every table some tenant migration changes (sorted, unique).
+pub fn all_tables() -> &'static [&'static str] {
+    static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<&'static str> = CHANGES
+            .iter()
+            .flat_map(|(_, t)| t.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +377,87 @@ mod tests {
         // Phases 5 and 6 bring no migration: they resolve to phase 4's last.
         assert_eq!(phase_version(5), phase_version(4));
         assert_eq!(phase_version(6), phase_version(4));
+    }
+
+    /// `CHANGES` says what the SQL files do: for each migration, the
+    /// tables named after `TABLE`, `ON` (indexes, triggers), `INTO`,
+    /// `UPDATE`, `VIEW`, `DELETE FROM` and `RENAME TO` in its up and down
+    /// files of both backends, among the tables the migrations create.
+    #[test]
+    fn the_tables_each_migration_changes_match_its_sql() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant");
+        let read = |backend: &str, m: &TenantMigration, file: &str| {
+            let dir = format!("{}_{}", dashed(&m.version), m.name);
+            std::fs::read_to_string(root.join(backend).join(dir).join(file))
+                .unwrap_or_else(|e| panic!("{backend} {}: {file}: {e}", m.name))
+        };
+        let words = |sql: &str| -> Vec<String> {
+            let sql: String = sql
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()))
+                .map(str::to_ascii_lowercase)
+                .collect()
+        };
+        let mut sql = Vec::new();
+        let mut created = std::collections::BTreeSet::new();
+        for m in versions() {
+            let mut w = Vec::new();
+            for backend in ["sqlite", "postgres"] {
+                for file in ["up.sql", "down.sql"] {
+                    w.extend(words(&read(backend, m, file)));
+                }
+            }
+            for (i, word) in w.iter().enumerate() {
+                if word != "create" {
+                    continue;
+                }
+                let mut rest = w[i + 1..].iter().map(String::as_str);
+                let kind = match rest.next() {
+                    Some("materialized") => rest.next(),
+                    other => other,
+                };
+                if matches!(kind, Some("table" | "view")) {
+                    if let Some(name) = rest.find(|x| !matches!(*x, "if" | "not" | "exists")) {
+                        created.insert(name.to_string());
+                    }
+                }
+            }
+            sql.push((m, w));
+        }
+        for (m, w) in sql {
+            let mut changed = std::collections::BTreeSet::new();
+            for (i, word) in w.iter().enumerate() {
+                let before = i.checked_sub(1).map(|j| w[j].as_str());
+                let leads = matches!(word.as_str(), "table" | "on" | "into" | "update" | "view")
+                    || (word == "from" && before == Some("delete"))
+                    || (word == "to" && before == Some("rename"));
+                if !leads {
+                    continue;
+                }
+                let next = w[i + 1..]
+                    .iter()
+                    .find(|x| !matches!(x.as_str(), "if" | "not" | "exists" | "only"));
+                if let Some(t) = next.filter(|t| created.contains(*t)) {
+                    changed.insert(t.clone());
+                }
+            }
+            let declared: std::collections::BTreeSet<String> = tables_changed_by(&m.version)
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
+            assert_eq!(declared, changed, "CHANGES for {}", m.name);
+        }
+        let all: std::collections::BTreeSet<String> =
+            all_tables().iter().map(|t| t.to_string()).collect();
+        assert_eq!(all, created, "every created table and nothing else");
+    }
+
+    /// `20261125000100` → `2026-11-25-000100`, the folder's spelling.
+    fn dashed(v: &str) -> String {
+        format!("{}-{}-{}-{}", &v[0..4], &v[4..6], &v[6..8], &v[8..])
     }
 }

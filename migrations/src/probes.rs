@@ -6,6 +6,9 @@
 //! the probe reaches it; on PostgreSQL the probes are written into one
 //! PL/pgSQL block that runs in one round trip.
 
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
@@ -59,8 +62,10 @@ enum Mode<'c> {
     /// runs in one round trip instead of ~130 (two per statement). Across a
     /// 2.4 ms round trip that took the probes from 190 to 28 ms per tenant;
     /// on loopback both cost ~17 ms, PostgreSQL loading its caches for the
-    /// tenant's tables (docs/benchmarks.md).
-    Block { body: String, vars: usize },
+    /// tenant's tables (docs/benchmarks.md). With `pg: false` the block
+    /// is SQLite-flavoured text that never runs: how `Probe::tables`
+    /// reads what a probe names on either backend.
+    Block { body: String, vars: usize, pg: bool },
 }
 
 /// The message a failed check gives, the same on both backends.
@@ -85,7 +90,7 @@ struct Ctx<'c> {
 
 impl Ctx<'_> {
     fn pg(&self) -> bool {
-        matches!(self.mode, Mode::Block { .. })
+        matches!(self.mode, Mode::Block { pg: true, .. })
     }
 
     /// Marks where the next probe's statements start (for the error).
@@ -134,7 +139,7 @@ impl Ctx<'_> {
                     .map(Id::Read)
                     .ok_or_else(|| format!("no id returned by: {sql}"))
             }
-            Mode::Block { body, vars } => {
+            Mode::Block { body, vars, .. } => {
                 *vars += 1;
                 let var = format!("tp_id{vars}");
                 body.push_str(&format!("{sql} RETURNING id INTO {var};\n"));
@@ -220,6 +225,99 @@ impl Probe {
     pub fn phase(&self) -> u8 {
         catalogue::feature(self.name).map_or(0, |f| f.phase)
     }
+
+    /// The tenant tables the probe's statements name, on either backend.
+    /// The shared shop and cashier are left out: whichever probe runs
+    /// first inserts them, and `baseline` proves those tables itself.
+    pub fn tables(&self) -> &'static [&'static str] {
+        static TABLES: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+        let all = TABLES.get_or_init(|| PROBES.iter().map(named_tables).collect());
+        PROBES
+            .iter()
+            .position(|p| p.name == self.name)
+            .and_then(|i| all.get(i))
+            .map_or(catalogue::all_tables(), Vec::as_slice)
+    }
+}
+
+/// Renders a probe's statements for both backends (nothing runs) and keeps
+/// the words that are tenant tables. A probe that cannot render (none can:
+/// rendering only appends text) names every table.
+fn named_tables(p: &Probe) -> Vec<&'static str> {
+    let mut text = String::new();
+    for pg in [false, true] {
+        let mut ctx = Ctx {
+            mode: Mode::Block {
+                body: String::new(),
+                vars: 0,
+                pg,
+            },
+            shared: Some((Id::Var("tp_shop".into()), Id::Var("tp_user".into()))),
+        };
+        if (p.run)(&mut ctx).is_err() {
+            return catalogue::all_tables().to_vec();
+        }
+        if let Mode::Block { body, .. } = ctx.mode {
+            text.push_str(&body);
+        }
+    }
+    let words: BTreeSet<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    catalogue::all_tables()
+        .iter()
+        .copied()
+        .filter(|t| words.contains(*t))
+        .collect()
+}
+
+/// Which probes a run proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeSet {
+    /// None (a move or restore checks rows instead).
+    Off,
+    /// What the run changed: the probes of the features whose migrations
+    /// it applied or reverted, and every probe that names a table one of
+    /// those migrations changed (`catalogue::tables_changed_by`). The
+    /// others were proven by the run that brought their migrations, in the
+    /// same transaction, and nothing since has changed their tables.
+    #[default]
+    Changed,
+    /// Every probe of the version reached (a rollout's `verify`).
+    Full,
+}
+
+/// The probes a run from `start` that reached `reached` must pass.
+pub fn select(set: ProbeSet, start: Option<&str>, reached: Option<&str>) -> Vec<&'static Probe> {
+    match set {
+        ProbeSet::Off => Vec::new(),
+        ProbeSet::Full => probes_for(reached),
+        ProbeSet::Changed => {
+            // `None` (an empty schema) sorts before every version.
+            let (low, high) = if start <= reached {
+                (start, reached)
+            } else {
+                (reached, start)
+            };
+            let crossed: Vec<&'static str> = catalogue::versions()
+                .iter()
+                .map(|m| m.version.as_str())
+                .filter(|v| Some(*v) > low && Some(*v) <= high)
+                .collect();
+            let changed: BTreeSet<&str> = crossed
+                .iter()
+                .flat_map(|v| catalogue::tables_changed_by(v).iter().copied())
+                .collect();
+            probes_for(reached)
+                .into_iter()
+                .filter(|p| {
+                    p.requires().is_some_and(|r| crossed.contains(&r))
+                        || p.tables().iter().any(|t| changed.contains(t))
+                })
+                .collect()
+        }
+    }
 }
 
 pub const PROBES: &[Probe] = &[
@@ -300,17 +398,28 @@ pub fn probes_for(version: Option<&str>) -> Vec<&'static Probe> {
         .collect()
 }
 
-/// Runs every probe for `version` inside a transaction that is always rolled
-/// back (a savepoint when the caller already has a transaction open); returns
-/// the names of the probes that passed (all of them, or an error).
+/// Runs every probe for `version` (see `run_probes`).
 pub fn run(conn: ProbeConn<'_>, version: Option<&str>) -> Result<Vec<&'static str>, ProbeError> {
-    let probes = probes_for(version);
+    run_probes(conn, &probes_for(version))
+}
+
+/// Runs `probes` in order inside a transaction that is always rolled back
+/// (a savepoint when the caller already has a transaction open); returns
+/// the names of the probes that passed (all of them, or an error). No
+/// probes: nothing runs, not even the transaction.
+pub fn run_probes(
+    conn: ProbeConn<'_>,
+    probes: &[&'static Probe],
+) -> Result<Vec<&'static str>, ProbeError> {
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut outcome: Result<Vec<&'static str>, ProbeError> = Ok(Vec::new());
     // Always rolled back: probes never leave data behind.
     let rolled_back = match conn {
         ProbeConn::Sqlite(c) => c.transaction(|c| {
             outcome = each(
-                &probes,
+                probes,
                 &mut Ctx {
                     mode: Mode::Now(c),
                     shared: None,
@@ -323,11 +432,12 @@ pub fn run(conn: ProbeConn<'_>, version: Option<&str>) -> Result<Vec<&'static st
                 mode: Mode::Block {
                     body: String::new(),
                     vars: 0,
+                    pg: true,
                 },
                 shared: None,
             };
-            outcome = each(&probes, &mut ctx);
-            if let (Ok(_), Mode::Block { body, vars }) = (&outcome, &ctx.mode) {
+            outcome = each(probes, &mut ctx);
+            if let (Ok(_), Mode::Block { body, vars, .. }) = (&outcome, &ctx.mode) {
                 if let Err(e) = c.batch_execute(&pg_block(body, *vars)) {
                     outcome = Err(block_error(&e.to_string()));
                 }
@@ -696,6 +806,86 @@ mod tests {
                 "probe {} needs no migration",
                 p.name
             );
+        }
+    }
+
+    fn names(probes: &[&'static Probe]) -> Vec<&'static str> {
+        probes.iter().map(|p| p.name).collect()
+    }
+
+    #[test]
+    fn probes_name_the_tables_they_use_without_the_shared_rows() {
+        let of = |name: &str| {
+            PROBES
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.tables().to_vec())
+                .unwrap_or_default()
+        };
+        assert_eq!(of("branding"), ["shop_profile"]);
+        assert_eq!(of("recommendations"), ["recommendations"]);
+        let baseline = of("baseline");
+        for t in ["sales", "expenses", "credits", "audit_log"] {
+            assert!(baseline.contains(&t), "baseline uses {t}: {baseline:?}");
+        }
+        // Its own shop and cashier, not the shared ones.
+        assert!(of("invoice_numbering").contains(&"users"));
+        for p in PROBES {
+            assert!(!p.tables().is_empty(), "{} names no table", p.name);
+        }
+    }
+
+    #[test]
+    fn a_run_proves_what_it_changed_and_full_proves_everything() {
+        let v = |n| catalogue::phase_version(n);
+        let head = catalogue::head();
+        // Nothing crossed, nothing to prove.
+        assert!(select(ProbeSet::Changed, head, head).is_empty());
+        assert!(select(ProbeSet::Off, v(0), head).is_empty());
+        assert_eq!(
+            names(&select(ProbeSet::Full, head, head)),
+            names(&probes_for(head))
+        );
+        // Phase 0 to head changes a table of every probe.
+        assert_eq!(
+            names(&select(ProbeSet::Changed, v(0), head)),
+            names(&probes_for(head))
+        );
+        assert_eq!(names(&select(ProbeSet::Changed, None, v(0))), ["baseline"]);
+        // Phase 7 brings exports and sale locks, and changes `sales`: the
+        // probes that write sales run again, branding and the others not.
+        let phase7 = names(&select(ProbeSet::Changed, v(6), head));
+        for p in [
+            "audit_exports",
+            "sale_locks",
+            "baseline",
+            "invoice_numbering",
+        ] {
+            assert!(phase7.contains(&p), "{p} in {phase7:?}");
+        }
+        for p in ["branding", "recommendations", "webhooks", "ai_assistant"] {
+            assert!(!phase7.contains(&p), "{p} not in {phase7:?}");
+        }
+        assert!(phase7.len() < PROBES.len());
+        // Rolled back: what is left of the tables the reverted migrations
+        // changed, never the probes of features that are gone.
+        let back = names(&select(ProbeSet::Changed, head, v(6)));
+        assert!(back.contains(&"baseline"), "{back:?}");
+        assert!(!back.contains(&"sale_locks") && !back.contains(&"audit_exports"));
+    }
+
+    /// Every migration, applied alone, proves the features it brings.
+    #[test]
+    fn each_migration_proves_its_own_features() {
+        for m in catalogue::versions() {
+            let before = catalogue::previous(&m.version);
+            let chosen = names(&select(ProbeSet::Changed, before, Some(&m.version)));
+            for p in PROBES
+                .iter()
+                .filter(|p| p.requires() == Some(m.version.as_str()))
+            {
+                assert!(chosen.contains(&p.name), "{} after {}", p.name, m.name);
+            }
         }
     }
 }

@@ -126,7 +126,9 @@ pub struct Spec {
     /// Halt once more than this percentage of the finished tenants failed.
     #[arg(long)]
     max_failed_percent: Option<u32>,
-    /// Connect and run the probes even for tenants already at the target.
+    /// Every tenant, migrated or already at the target, runs every probe of
+    /// the target (without it: each migrated tenant runs the probes of what
+    /// its run changed).
     #[arg(long)]
     verify: bool,
     /// Higher runs first (-1000 to 1000, API default 0).

@@ -59,7 +59,7 @@ use tenantplane_fleet::servers;
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::TenantDbLocation;
 use tenantplane_fleet::tenant_run::Outcome;
-use tenantplane_fleet::tenant_run::{self, RunOptions};
+use tenantplane_fleet::tenant_run::{self, ProbeSet, RunOptions};
 use tenantplane_rollout::tasks::{self, ClaimedTask, RestoreNote, TaskPolicy};
 
 use crate::{drift_gate, Shared};
@@ -171,7 +171,12 @@ fn execute(s: &Shared, task: &ClaimedTask, policy: &TaskPolicy) -> (Outcome, Opt
     };
     let opts = RunOptions {
         target: task.to_version.clone(),
-        probes: true,
+        // `verify`: every probe of the target, for tenants migrated and not.
+        probes: if policy.verify {
+            ProbeSet::Full
+        } else {
+            ProbeSet::Changed
+        },
         timeout: Duration::from_secs(policy.timeout_s.max(1) as u64),
         lock_wait: s.config.lock_wait,
         lock_key: tenant_run::lock_key(&task.tenant_id),

@@ -64,6 +64,55 @@ pub struct FailureBudget {
     pub max_failed_percent: Option<u32>,
 }
 
+/// A rollout's `verify`: a boolean, or `"changed"` / `"full"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Verify {
+    Flag(bool),
+    Mode(VerifyMode),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// The probes of what each run changed.
+    Changed,
+    /// Every probe of the target, for every tenant.
+    Full,
+}
+
+impl Verify {
+    /// Every probe for every tenant (`true` or `"full"`).
+    pub fn is_full(self) -> bool {
+        matches!(self, Verify::Flag(true) | Verify::Mode(VerifyMode::Full))
+    }
+}
+
+/// By hand rather than `untagged`, whose error ("did not match any
+/// variant") does not say what would.
+impl<'de> Deserialize<'de> for Verify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Verify;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"true, false, "changed" or "full""#)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Verify, E> {
+                Ok(Verify::Flag(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Verify, E> {
+                match v {
+                    "changed" => Ok(Verify::Mode(VerifyMode::Changed)),
+                    "full" => Ok(Verify::Mode(VerifyMode::Full)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Body of `POST /v1/rollouts`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,8 +143,11 @@ pub struct RolloutRequest {
     pub timeout_s: Option<u32>,
     /// Default: halt above 10 % failed.
     pub failure_budget: Option<FailureBudget>,
-    /// Connect and run the probes even for tenants already at the target.
-    pub verify: Option<bool>,
+    /// Which probes prove the migration (default `false`, the same as
+    /// `"changed"`: each migrated tenant runs the probes of what its run
+    /// changed). `true` or `"full"`: every tenant, migrated or already at
+    /// the target, runs every probe of the target.
+    pub verify: Option<Verify>,
     /// Return the plan and change nothing.
     pub dry_run: Option<bool>,
     /// Higher runs first (plan upgrades use 100; default 0).
@@ -175,6 +227,9 @@ pub struct Rollout {
     pub backoff: Backoff,
     pub timeout_s: i32,
     pub failure_budget: FailureBudget,
+    /// `true`: every tenant runs every probe of the target (the request's
+    /// `true` or `"full"`); `false`: each migrated tenant runs the probes
+    /// of what its run changed.
     pub verify: bool,
     pub priority: i32,
     /// Each tenant is backed up just before it is migrated.

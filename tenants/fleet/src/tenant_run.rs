@@ -16,7 +16,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text, Timestamp};
 use tenantplane_control_db::error::{query_in, query_is_transient, report};
-use tenantplane_migrations::probes::{self, ProbeConn};
+/// Which probes a run proves (re-exported for the callers that build `RunOptions`).
+pub use tenantplane_migrations::probes::ProbeSet;
+use tenantplane_migrations::probes::{self, Probe, ProbeConn};
 use tenantplane_migrations::runner::BoxError;
 use tenantplane_migrations::{
     catalogue, runner, MigrateError, Step, StepDirection, TENANT_POSTGRES, TENANT_SQLITE,
@@ -118,8 +120,9 @@ pub struct TaskError {
 pub struct RunOptions {
     /// `None` = empty schema.
     pub target: Option<String>,
-    /// Run the probes after migrating.
-    pub probes: bool,
+    /// Which probes run after migrating (`ProbeSet::Changed`: what the run
+    /// changed; `Full`: every probe of the version reached).
+    pub probes: ProbeSet,
     /// PostgreSQL statement timeout.
     pub timeout: Duration,
     /// SQLite: how long to wait for the tenant's lock before a transient
@@ -290,8 +293,8 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
             let mut state = RunState::new(opts, true);
             let result = c.exclusive_transaction(|c| {
                 state.entered = true;
-                state.body(c, &TENANT_SQLITE, opts, history, |c, v| {
-                    probes::run(ProbeConn::Sqlite(c), v)
+                state.body(c, &TENANT_SQLITE, opts, history, |c, chosen| {
+                    probes::run_probes(ProbeConn::Sqlite(c), chosen)
                 })
             });
             state.finish(result)
@@ -318,8 +321,8 @@ pub fn run_on(conn: &mut TenantConnection, opts: &RunOptions) -> Outcome {
                     "SET LOCAL statement_timeout = {}",
                     opts.timeout.as_millis().max(1)
                 ))?;
-                state.body(c, &TENANT_POSTGRES, opts, history, |c, v| {
-                    probes::run(ProbeConn::Postgres(c), v)
+                state.body(c, &TENANT_POSTGRES, opts, history, |c, chosen| {
+                    probes::run_probes(ProbeConn::Postgres(c), chosen)
                 })
             });
             state.finish(result)
@@ -393,7 +396,7 @@ impl RunState {
         source: &diesel_migrations::EmbeddedMigrations,
         opts: &RunOptions,
         history: impl FnOnce(&mut C) -> Result<Vec<(String, NaiveDateTime)>, diesel::result::Error>,
-        probe: impl FnOnce(&mut C, Option<&str>) -> Result<Vec<&'static str>, probes::ProbeError>,
+        probe: impl FnOnce(&mut C, &[&'static Probe]) -> Result<Vec<&'static str>, probes::ProbeError>,
     ) -> Result<(), diesel::result::Error>
     where
         DB: diesel::backend::Backend,
@@ -478,11 +481,10 @@ impl RunState {
                 return Ok(());
             }
         }
-        if opts.probes {
-            if let Err(e) = probe(c, self.reached.as_deref()) {
-                self.error = Some(RunError::Probe(e));
-                return Err(diesel::result::Error::RollbackTransaction);
-            }
+        let chosen = probes::select(opts.probes, self.start.as_deref(), self.reached.as_deref());
+        if let Err(e) = probe(c, &chosen) {
+            self.error = Some(RunError::Probe(e));
+            return Err(diesel::result::Error::RollbackTransaction);
         }
         Ok(())
     }

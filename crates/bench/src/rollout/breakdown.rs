@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::{self, TenantConnection, TenantDbLocation};
-use tenantplane_fleet::tenant_run::{self, RunOptions};
+use tenantplane_fleet::tenant_run::{self, ProbeSet, RunOptions};
 use uuid::Uuid;
 
 use super::provision;
@@ -54,7 +54,7 @@ pub(super) fn run(
         c: &mut TenantConnection,
         id: &Uuid,
         head: &'static str,
-        probes: bool,
+        probes: ProbeSet,
     ) -> Result<()> {
         let opts = RunOptions {
             target: Some(head.to_string()),
@@ -70,10 +70,12 @@ pub(super) fn run(
         }
     }
     fn without_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
-        engine_run(c, id, head, false)
+        engine_run(c, id, head, ProbeSet::Off)
     }
     fn with_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
-        engine_run(c, id, head, true)
+        // Phase 0 → head changes every table: `Changed` picks every probe,
+        // as `Full` would.
+        engine_run(c, id, head, ProbeSet::Changed)
     }
     // (what, the part, whether it is the floor: the least any engine must
     // do per tenant — connect, run the migrations once in one transaction,

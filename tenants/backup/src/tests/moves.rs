@@ -151,7 +151,7 @@ fn migrations_wait(kind: ServerKind) {
     let phase6 = tenantplane_migrations::catalogue::phase_version(6).map(str::to_string);
     let opts = RunOptions {
         target: phase6,
-        probes: false,
+        probes: tenantplane_fleet::tenant_run::ProbeSet::Off,
         timeout: Duration::from_secs(10),
         lock_wait: Duration::from_millis(300),
         lock_key: lock_key(&t.id),

@@ -142,7 +142,7 @@ pub(super) fn validate(req: &RolloutRequest) -> Result<Settings> {
         backoff,
         timeout_s,
         budget,
-        verify: req.verify.unwrap_or(false),
+        verify: req.verify.is_some_and(|v| v.is_full()),
         priority,
         waves,
         backup,
