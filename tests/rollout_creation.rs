@@ -141,6 +141,48 @@ fn check(db: &ControlDb) {
         };
         assert_eq!(state, want, "tenant {id}");
     }
+    // Every column of every task as the tenant has it (PostgreSQL writes
+    // them as arrays, one per column: a swapped column would show here).
+    type Written = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
+    let written: Vec<Written> = tasks::table
+        .inner_join(tenants::table)
+        .filter(tasks::rollout_id.eq(&rollout.id))
+        .select((
+            tasks::state,
+            tasks::server_id,
+            tasks::from_version,
+            tasks::to_version,
+            tasks::reached_version,
+            tasks::finished_at.is_not_null(),
+        ))
+        .order(tasks::id)
+        .load(&mut conn)
+        .expect("written");
+    let tenant_servers: Vec<(String, Option<String>)> = tasks::table
+        .inner_join(tenants::table)
+        .filter(tasks::rollout_id.eq(&rollout.id))
+        .select((tenants::server_id, tenants::schema_version))
+        .order(tasks::id)
+        .load(&mut conn)
+        .expect("tenants");
+    let head = catalogue::head().map(str::to_string);
+    for ((state, server, from, to, reached, finished), (tenant_server, version)) in
+        written.iter().zip(&tenant_servers)
+    {
+        assert_eq!(server, tenant_server);
+        assert_eq!((from, to), (version, &head));
+        let skipped = state == "skipped";
+        assert_eq!(reached, if skipped { &head } else { &None }, "{state}");
+        assert_eq!(*finished, skipped, "{state}");
+    }
+    assert_eq!(written.len(), TENANTS);
     // A stable shuffle, not the order of the ids.
     let canary: Vec<&String> = work_rows.iter().take(10).map(|r| &r.0).collect();
     assert!(

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tenantplane_fleet::servers::DatabaseServer;
 use tenantplane_fleet::tenant_db::{self, TenantConnection, TenantDbLocation};
 use tenantplane_fleet::tenant_run::{self, ProbeSet, RunOptions};
+use tenantplane_migrations::catalogue;
 use uuid::Uuid;
 
 use super::provision;
@@ -77,33 +78,60 @@ pub(super) fn run(
         // as `Full` would.
         engine_run(c, id, head, ProbeSet::Changed)
     }
+    fn changed_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
+        engine_run(c, id, head, ProbeSet::Changed)
+    }
+    fn full_probes(c: &mut TenantConnection, id: &Uuid, head: &'static str) -> Result<()> {
+        engine_run(c, id, head, ProbeSet::Full)
+    }
     // (what, the part, whether it is the floor: the least any engine must
     // do per tenant — connect, run the migrations once in one transaction,
-    // record their versions).
-    let parts: [(&str, Part, bool); 4] = [
-        ("connect + close", nothing, false),
+    // record their versions — and where the tenant starts: phase 0, or
+    // migrated beforehand, untimed, to that phase).
+    let parts: [(&str, Part, bool, Option<u8>); 6] = [
+        ("connect + close", nothing, false, None),
         (
             "migrations, one transaction each (as the diesel CLI runs them), in-process",
             migrate_only,
             false,
+            None,
         ),
         (
             "tenant_run::run_on without probes (one outer transaction, savepoints)",
             without_probes,
             true,
+            None,
         ),
         (
             "tenant_run::run_on with probes (what a worker runs)",
             with_probes,
             false,
+            None,
+        ),
+        (
+            "phase 4 -> head: tenant_run::run_on, probes of what the run changed (default)",
+            changed_probes,
+            false,
+            Some(4),
+        ),
+        (
+            "phase 4 -> head: tenant_run::run_on, every probe (verify: full)",
+            full_probes,
+            false,
+            Some(4),
         ),
     ];
     let mut out = Vec::new();
-    for (what, part, floor) in parts {
+    for (what, part, floor, from) in parts {
         let mut wall = Duration::ZERO;
         let mut cpu_secs = 0.0;
         for _ in 0..s.breakdown {
             let (id, location) = fresh_phase0(s, scratch, server)?;
+            if let Some(phase) = from {
+                let mut c = location.connect().map_err(|e| anyhow!("connecting: {e}"))?;
+                c.migrate_to(catalogue::phase_version(phase))
+                    .with_context(|| format!("breakdown: migrating to phase {phase} first"))?;
+            }
             let started = Instant::now();
             let cpu = CpuMeter::start()?;
             let mut conn = location.connect().map_err(|e| anyhow!("connecting: {e}"))?;

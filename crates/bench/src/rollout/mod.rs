@@ -381,7 +381,7 @@ fn bench(s: &Settings, scratch: &Scratch) -> Result<()> {
     );
     if !parts.is_empty() {
         println!(
-            "one tenant run, single-threaded, mean of {} fresh phase-0 databases each (wall, whole-machine CPU):",
+            "one tenant run, single-threaded, mean of {} fresh databases each, at phase 0 or migrated untimed to phase 4 first (wall, whole-machine CPU):",
             s.breakdown
         );
         for part in &parts {

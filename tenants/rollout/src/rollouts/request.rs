@@ -36,7 +36,12 @@ pub(super) struct Settings {
 impl Settings {
     /// A tenant already at the target is skipped, unless the rollout verifies.
     pub(super) fn skips(&self, c: &Candidate) -> bool {
-        !self.verify && c.schema_version.as_deref() == self.target.version()
+        self.skips_version(c.schema_version.as_deref())
+    }
+
+    /// The same, from the tenant's recorded schema version.
+    pub(super) fn skips_version(&self, schema_version: Option<&str>) -> bool {
+        !self.verify && schema_version == self.target.version()
     }
 }
 
