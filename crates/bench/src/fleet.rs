@@ -170,6 +170,11 @@ fn report(small: &Figures, large: &Figures) {
     );
 }
 
+/// Where the peak resident set grew: printed after each step.
+fn peak_mib() -> Result<f64> {
+    Ok(crate::rollout::peak_rss_kib()? as f64 / 1024.0)
+}
+
 /// One size, in this process.
 fn measure(args: &FleetArgs) -> Result<Figures> {
     let tag = Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -223,9 +228,10 @@ fn measure_in(
     let started = Instant::now();
     control_rows::insert_tenants(&db, &server, head, 0, &ids)?;
     eprintln!(
-        "  {} tenant rows in {:.1} s",
+        "  {} tenant rows in {:.1} s (peak RSS so far {:.1} MiB)",
         ids.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        peak_mib()?
     );
 
     let request = || -> Result<RolloutRequest> {
@@ -246,7 +252,10 @@ fn measure_in(
         noop.state
     );
     let noop_s = t.elapsed().as_secs_f64();
-    eprintln!("  no-op rollout: {noop_s:.3} s");
+    eprintln!(
+        "  no-op rollout: {noop_s:.3} s (peak RSS so far {:.1} MiB)",
+        peak_mib()?
+    );
 
     // 2. Creation of a rollout with a pending task per tenant.
     diesel::update(tenants::table)
@@ -262,7 +271,10 @@ fn measure_in(
         "pending: {:?}",
         r.counts
     );
-    eprintln!("  rollout creation: {create_s:.3} s");
+    eprintln!(
+        "  rollout creation: {create_s:.3} s (peak RSS so far {:.1} MiB)",
+        peak_mib()?
+    );
 
     // 3. Reads while a worker churns through the tasks.
     let worker = tenantplane_worker::start(
@@ -285,7 +297,11 @@ fn measure_in(
     }
     worker.stop();
     let churned = last.counts.failed + last.counts.succeeded;
-    eprintln!("  {} reads while {churned} tasks finished", get_ms.len());
+    eprintln!(
+        "  {} reads while {churned} tasks finished (peak RSS {:.1} MiB)",
+        get_ms.len(),
+        peak_mib()?
+    );
     Ok(Figures {
         tenants: args.tenants,
         noop_s,

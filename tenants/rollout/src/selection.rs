@@ -1,6 +1,6 @@
 //! The tenants a rollout covers, in wave order, read in pages so that
-//! creating a rollout over 100,000 tenants holds little memory: 40 bytes
-//! per tenant while sorting, 24 after, and one page of rows at a time.
+//! creating a rollout over 100,000 tenants holds little memory: 32 bytes
+//! per tenant and one page of rows at a time.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -122,12 +122,12 @@ impl Resolved {
 
     /// The selected tenants in wave order: a stable shuffle keyed by the
     /// rollout, so canaries are a spread of the fleet, not the first slugs.
-    /// Reads the tenants a page at a time in id order and keeps 24 bytes
-    /// per tenant (its id, its server and version as indexes into the few
-    /// distinct ones), plus a 16-byte sort key while sorting: creating the
-    /// tasks then needs no second read of the tenants.
+    /// Reads the tenants a page at a time in id order and keeps 32 bytes
+    /// per tenant (its sort key, its id, its server and version as indexes
+    /// into the few distinct ones): creating the tasks then needs no second
+    /// read of the tenants.
     pub(crate) fn order(&self, conn: &mut ControlConnection, rollout_id: &str) -> Result<Order> {
-        let mut keyed: Vec<([u8; 16], Picked)> = Vec::new();
+        let mut picked: Vec<Picked> = Vec::new();
         let mut servers = Interned::default();
         let mut versions = Interned::default();
         let mut after = String::new();
@@ -147,21 +147,29 @@ impl Resolved {
                         DbError::State(format!("tenant id '{id}' is not a uuid")),
                     )
                 })?;
-                let picked = Picked {
-                    id: uuid,
-                    server: servers.index(Some(server_id)),
-                    version: versions.index(version.as_deref()),
+                let (Some(server), Some(version)) = (
+                    servers.index(Some(server_id)),
+                    versions.index(version.as_deref()),
+                ) else {
+                    return Err(Error::invalid(
+                        "the selection spans more than 65,536 database servers; narrow it",
+                    ));
                 };
-                keyed.push((shuffle_key(rollout_id, id), picked));
+                picked.push(Picked {
+                    key: shuffle_key(rollout_id, id),
+                    id: uuid,
+                    server,
+                    version,
+                });
             }
             match page.into_iter().last() {
                 Some((last, _, _)) if full => after = last,
                 _ => break,
             }
         }
-        keyed.sort_unstable_by_key(|(key, picked)| (*key, picked.id));
+        picked.sort_unstable_by_key(|p| (p.key, p.id));
         Ok(Order {
-            tenants: keyed.into_iter().map(|(_, p)| p).collect(),
+            tenants: picked,
             servers: servers.values,
             versions: versions.values,
         })
@@ -201,9 +209,11 @@ impl Resolved {
 /// One selected tenant, as creating its task needs it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Picked {
+    /// The shuffle's sort key (ties, which 64 bits make rare, go by id).
+    key: u64,
     pub id: Uuid,
-    server: u32,
-    version: u32,
+    server: u16,
+    version: u16,
 }
 
 /// The selected tenants in wave order, with the distinct servers and
@@ -233,20 +243,21 @@ impl Order {
 #[derive(Default)]
 struct Interned {
     values: Vec<Option<String>>,
-    index: HashMap<String, u32>,
-    none: Option<u32>,
+    index: HashMap<String, u16>,
+    none: Option<u16>,
 }
 
 impl Interned {
-    fn index(&mut self, value: Option<&str>) -> u32 {
+    /// `None` past 65,536 distinct values (a `Picked` keeps 16 bits).
+    fn index(&mut self, value: Option<&str>) -> Option<u16> {
         let known = match value {
             None => self.none,
             Some(v) => self.index.get(v).copied(),
         };
-        if let Some(i) = known {
-            return i;
+        if known.is_some() {
+            return known;
         }
-        let i = self.values.len() as u32;
+        let i = u16::try_from(self.values.len()).ok()?;
         self.values.push(value.map(str::to_string));
         match value {
             None => self.none = Some(i),
@@ -254,18 +265,17 @@ impl Interned {
                 self.index.insert(v.to_string(), i);
             }
         }
-        i
+        Some(i)
     }
 }
 
-/// Only the order matters; 16 bytes of SHA-256 cannot collide in practice,
-/// and ties would still be broken by the id.
-fn shuffle_key(rollout_id: &str, tenant_id: &str) -> [u8; 16] {
+/// Only the order matters: 8 bytes of SHA-256, ties broken by the id.
+fn shuffle_key(rollout_id: &str, tenant_id: &str) -> u64 {
     let mut h = Sha256::new();
     h.update(rollout_id.as_bytes());
     h.update(tenant_id.as_bytes());
     let digest = h.finalize();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(key)
 }
