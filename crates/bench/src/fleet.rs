@@ -63,6 +63,10 @@ pub struct FleetArgs {
     /// How long to read the rollout while the worker churns.
     #[arg(long, default_value_t = 10)]
     churn_s: u64,
+    /// Worker threads churning meanwhile (on 2 cores, 8 of them and their
+    /// PostgreSQL backends make a read wait for a time slice now and then).
+    #[arg(long, default_value_t = 8)]
+    churn_threads: usize,
     /// Run one size in this process and print its figures as JSON (used by
     /// the parent run).
     #[arg(long, hide = true)]
@@ -105,6 +109,8 @@ pub fn run(args: FleetArgs) -> Result<()> {
                 &args.pg_url,
                 "--churn-s",
                 &args.churn_s.to_string(),
+                "--churn-threads",
+                &args.churn_threads.to_string(),
             ])
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -280,7 +286,7 @@ fn measure_in(
     let worker = tenantplane_worker::start(
         db.clone(),
         WorkerConfig {
-            threads: 8,
+            threads: args.churn_threads.max(1),
             poll: Duration::from_millis(20),
             ..WorkerConfig::default()
         },
