@@ -129,9 +129,10 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             }
         };
         let mut rows: Vec<NewTask> = Vec::with_capacity(PAGE);
-        let flush = |conn: &mut ControlConnection, rows: &mut Vec<NewTask>, last: bool| {
-            if rows.len() == PAGE || (last && !rows.is_empty()) {
-                insert_tasks(conn, rows)?;
+        let mut write = |conn: &mut ControlConnection, task: NewTask| {
+            rows.push(task);
+            if rows.len() == PAGE {
+                insert_tasks(conn, &rows)?;
                 rows.clear();
             }
             Ok::<_, Error>(())
@@ -142,11 +143,10 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
             if skips {
                 skipped_in[wave as usize] += 1;
                 skipped.push(picked);
-                continue;
+            } else {
+                sizes[wave as usize] += 1;
+                write(conn, task(picked, wave, false))?;
             }
-            sizes[wave as usize] += 1;
-            rows.push(task(picked, wave, false));
-            flush(conn, &mut rows, false)?;
         }
         // Skipped tasks are finished, so their order does not matter: in
         // tenant-id order their index entries and foreign-key lookups land
@@ -154,10 +154,11 @@ pub fn create(db: &ControlDb, actor: &Actor, req: RolloutRequest) -> Result<Crea
         // faster than in the shuffled wave order; docs/benchmarks.md).
         skipped.sort_unstable_by_key(|p| p.id);
         for picked in skipped {
-            rows.push(task(picked, 0, true));
-            flush(conn, &mut rows, false)?;
+            write(conn, task(picked, 0, true))?;
         }
-        flush(conn, &mut rows, true)?;
+        if !rows.is_empty() {
+            insert_tasks(conn, &rows)?;
+        }
         let total = selected.order.tenants.len() as i64;
         counters::insert_created(conn, &id, &sizes, &skipped_in)?;
         let after = serde_json::json!({
@@ -238,7 +239,6 @@ fn insert_tasks_pg(c: &mut diesel::PgConnection, rows: &[NewTask]) -> Result<()>
         first.max_attempts,
         first.next_attempt_at,
     );
-    let column = |f: fn(&NewTask) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     diesel::sql_query(
         "INSERT INTO tasks (rollout_id, tenant_id, server_id, wave, priority, state, \
          from_version, to_version, reached_version, max_attempts, next_attempt_at, finished_at) \
@@ -266,8 +266,16 @@ fn insert_tasks_pg(c: &mut diesel::PgConnection, rows: &[NewTask]) -> Result<()>
     )
     .bind::<Array<Integer>, _>(rows.iter().map(|r| r.wave).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(column(|r| r.from_version.clone()))
-    .bind::<Array<Nullable<Text>>, _>(column(|r| r.reached_version.clone()))
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.from_version.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.reached_version.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .bind::<Array<Nullable<Timestamp>>, _>(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
     .execute(c)?;
     Ok(())
