@@ -93,13 +93,24 @@ fn worker_liveness_and_readiness_are_distinct() {
     let mut server = control.connect_admin();
     server
         .batch_execute(&format!(
-            "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}';",
-            db = control.name
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+            control.name
         ))
         .expect("close the control DB");
-    let (s, v) = probe(&base, "/readyz");
-    assert_eq!(s, 503, "{v}");
+    // `pg_terminate_backend` only signals a session, and a session the
+    // worker's pool was opening while the database closed can outlive one
+    // round of it: end the sessions (waiting up to 5 s for each to exit)
+    // until a probe finds the database gone.
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{}'",
+        control.name
+    );
+    let v = wait_for("readiness to fail", Duration::from_secs(60), || {
+        server.batch_execute(&terminate).expect("end the sessions");
+        let (s, v) = probe(&base, "/readyz");
+        (s == 503).then_some(v)
+    });
+    assert_eq!(error_code(&v), "not_ready", "{v}");
     let (s, live) = probe(&base, "/healthz");
     assert_eq!(s, 200, "a database outage must not fail liveness: {live}");
     server
