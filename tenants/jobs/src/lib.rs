@@ -18,8 +18,8 @@ pub mod schedules;
 
 pub use job::{BackoffPolicy, BoxError, Delayed, Job, JobContext, JobError};
 pub use queue::{
-    claim, complete, enqueue, enqueue_at, fail, get, heartbeat, list, prune_succeeded, release,
-    retry_dead, ClaimedJob, Enqueued, JobFilter, JobRecord,
+    claim, complete, enqueue, enqueue_again, enqueue_at, fail, get, heartbeat, list, open_job,
+    prune_succeeded, release, retry_dead, ClaimedJob, Enqueued, JobFilter, JobRecord,
 };
 pub use registry::Registry;
 pub use runner::{Runner, RunnerConfig};

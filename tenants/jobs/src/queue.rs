@@ -76,19 +76,47 @@ pub fn enqueue_at<J: Job>(
     job: &J,
     run_at: NaiveDateTime,
 ) -> Result<Enqueued> {
+    enqueue_job(conn, job, run_at, IfRunning::Join)
+}
+
+/// Queues `job` like [`enqueue`], except that a job of the same kind and
+/// key that is *running* now does not satisfy the request: it is marked to
+/// run once more when it ends (pending again, attempts from 0). For a
+/// request made because of what that run already did, such as an operator
+/// retrying a delivery whose job has recorded it dead but not yet ended:
+/// joining the running job would lose the retry.
+pub fn enqueue_again<J: Job>(conn: &mut ControlConnection, job: &J) -> Result<Enqueued> {
+    enqueue_job(conn, job, Utc::now().naive_utc(), IfRunning::Rerun)
+}
+
+/// What a request does when the open job of its key is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfRunning {
+    /// The running job satisfies it.
+    Join,
+    /// The running job runs again after it ends.
+    Rerun,
+}
+
+fn enqueue_job<J: Job>(
+    conn: &mut ControlConnection,
+    job: &J,
+    run_at: NaiveDateTime,
+    if_running: IfRunning,
+) -> Result<Enqueued> {
     // A derived `Serialize` only fails on values JSON cannot hold (maps with
     // non-string keys): a bug in the job type, reported with serde's words.
     let payload = serde_json::to_string(job)
         .map_err(|e| Error::invalid(format!("job {}: payload is not JSON: {e}", J::KIND)))?;
     let key = job.dedup_key();
-    enqueue_raw(
-        conn,
-        J::KIND,
-        &payload,
-        key.as_deref(),
-        J::MAX_ATTEMPTS,
+    let row = Queued {
+        kind: J::KIND,
+        payload: &payload,
+        key: key.as_deref(),
+        max_attempts: J::MAX_ATTEMPTS,
         run_at,
-    )
+    };
+    insert_open(conn, &row, if_running)
 }
 
 /// [`enqueue_at`] for a kind named at run time (a schedule's job) with its
@@ -101,6 +129,37 @@ pub(crate) fn enqueue_raw(
     max_attempts: i32,
     run_at: NaiveDateTime,
 ) -> Result<Enqueued> {
+    let row = Queued {
+        kind,
+        payload,
+        key,
+        max_attempts,
+        run_at,
+    };
+    insert_open(conn, &row, IfRunning::Join)
+}
+
+/// A job to queue, its payload already JSON.
+struct Queued<'a> {
+    kind: &'a str,
+    payload: &'a str,
+    key: Option<&'a str>,
+    max_attempts: i32,
+    run_at: NaiveDateTime,
+}
+
+fn insert_open(
+    conn: &mut ControlConnection,
+    queued: &Queued<'_>,
+    if_running: IfRunning,
+) -> Result<Enqueued> {
+    let Queued {
+        kind,
+        payload,
+        key,
+        max_attempts,
+        run_at,
+    } = *queued;
     // PostgreSQL keeps microseconds: store the same instant on both backends.
     let run_at = run_at.trunc_subsecs(6);
     let now = Utc::now().naive_utc();
@@ -136,17 +195,34 @@ pub(crate) fn enqueue_raw(
                 DbError::State("the insert wrote no row and no dedup key explains it".into()),
             ));
         };
-        let open: Option<i64> = jobs::table
-            .filter(jobs::kind.eq(kind))
-            .filter(jobs::dedup_key.eq(key))
-            .filter(jobs::state.eq_any(OPEN))
-            .select(jobs::id)
-            .first(conn)
-            .optional()?;
-        if let Some(id) = open {
+        let Some((id, running)) = open_job(conn, kind, key)? else {
+            continue;
+        };
+        if if_running == IfRunning::Rerun && running {
+            // Marked only while still running: a job that ended since has
+            // freed the key (try the insert again) or was retried to pending
+            // (it runs anew anyway), and `end_rerun` cannot miss the mark,
+            // which it reads under the row lock of the job's last update.
+            let marked = diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::state.eq(JobState::Running.as_str())),
+            )
+            .set(jobs::rerun.eq(true))
+            .execute(conn)?;
+            if marked == 0 {
+                continue;
+            }
+            tracing::debug!(
+                job_id = id,
+                kind,
+                dedup_key = key,
+                "running job will run again"
+            );
+        } else {
             tracing::debug!(job_id = id, kind, dedup_key = key, "job already queued");
-            return Ok(Enqueued::Existing(id));
         }
+        return Ok(Enqueued::Existing(id));
     }
     Err(Error::Conflict(format!(
         "job {kind} with dedup key {key:?}: the open job kept changing; try again"
@@ -155,6 +231,23 @@ pub(crate) fn enqueue_raw(
 
 /// States in which a job holds its dedup key (the partial unique index).
 const OPEN: [&str; 2] = [JobState::Pending.as_str(), JobState::Running.as_str()];
+
+/// The open (pending or running) job of `kind` with dedup key `key`: its id
+/// and whether it is running.
+pub fn open_job(
+    conn: &mut ControlConnection,
+    kind: &str,
+    key: &str,
+) -> Result<Option<(i64, bool)>> {
+    let open: Option<(i64, String)> = jobs::table
+        .filter(jobs::kind.eq(kind))
+        .filter(jobs::dedup_key.eq(key))
+        .filter(jobs::state.eq_any(OPEN))
+        .select((jobs::id, jobs::state))
+        .first(conn)
+        .optional()?;
+    Ok(open.map(|(id, state)| (id, state == JobState::Running.as_str())))
+}
 
 /// A job a worker holds the lease of.
 #[derive(Debug, Clone, QueryableByName)]
@@ -193,7 +286,14 @@ const BURY: &str = "
 UPDATE jobs SET state = 'dead', finished_at = $1, updated_at = $1,
        last_error = 'lease of worker ' || lease_owner || ' expired on the last attempt',
        lease_owner = NULL, lease_expires_at = NULL
- WHERE state = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts";
+ WHERE state = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts
+RETURNING id";
+
+#[derive(QueryableByName)]
+struct JobId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
 
 /// The claim's passes, in order: a job whose worker died first (its lease
 /// expired; the old owner is named in `last_error`), then the next due one.
@@ -226,19 +326,21 @@ pub fn claim(
     let placeholders: Vec<String> = (4..4 + kinds.len()).map(|n| format!("${n}")).collect();
     let placeholders = placeholders.join(", ");
     write_tx(&mut conn, None, |conn| {
-        let buried = match conn {
-            ControlConnection::Postgres(pg) => diesel::sql_query(BURY)
-                .bind::<Timestamp, _>(now)
-                .execute(pg)?,
+        let buried: Vec<JobId> = match conn {
+            ControlConnection::Postgres(pg) => {
+                diesel::sql_query(BURY).bind::<Timestamp, _>(now).load(pg)?
+            }
             ControlConnection::Sqlite(lite) => diesel::sql_query(BURY.replace('$', "?"))
                 .bind::<Timestamp, _>(now)
-                .execute(lite)?,
+                .load(lite)?,
         };
-        if buried > 0 {
+        if !buried.is_empty() {
             tracing::warn!(
-                jobs = buried,
+                jobs = buried.len(),
                 "jobs dead: their lease expired on the last attempt"
             );
+            let ids: Vec<i64> = buried.iter().map(|j| j.id).collect();
+            end_rerun(conn, &ids, now)?;
         }
         for (due, order, note) in PASSES {
             let sql = CLAIM
@@ -366,6 +468,7 @@ pub fn release(db: &ControlDb, worker: &str, ids: &[i64]) -> Result<usize> {
     )
     .set((
         jobs::state.eq(JobState::Pending.as_str()),
+        jobs::rerun.eq(false),
         jobs::lease_owner.eq(None::<String>),
         jobs::lease_expires_at.eq(None::<NaiveDateTime>),
         jobs::run_at.eq(now.trunc_subsecs(6)),
@@ -378,17 +481,23 @@ pub fn release(db: &ControlDb, worker: &str, ids: &[i64]) -> Result<usize> {
 /// Marks a job `worker` holds as succeeded. `false`: the lease was lost
 /// (another worker took the job over) and nothing was written.
 pub fn complete(db: &ControlDb, worker: &str, id: i64) -> Result<bool> {
-    let now = Utc::now().naive_utc();
     let mut conn = db.conn()?;
-    let n = diesel::update(held(id, worker))
-        .set((
-            jobs::state.eq(JobState::Succeeded.as_str()),
-            jobs::finished_at.eq(Some(now)),
-            jobs::updated_at.eq(now),
-            jobs::lease_owner.eq(None::<String>),
-            jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-        ))
-        .execute(&mut conn)?;
+    let n = write_tx(&mut conn, None, |conn| {
+        let now = Utc::now().naive_utc();
+        let n = diesel::update(held(id, worker))
+            .set((
+                jobs::state.eq(JobState::Succeeded.as_str()),
+                jobs::finished_at.eq(Some(now)),
+                jobs::updated_at.eq(now),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+        if n == 1 {
+            end_rerun(conn, &[id], now)?;
+        }
+        Ok(n)
+    })?;
     if n == 0 {
         tracing::warn!(
             job_id = id,
@@ -397,6 +506,35 @@ pub fn complete(db: &ControlDb, worker: &str, id: i64) -> Result<bool> {
         );
     }
     Ok(n == 1)
+}
+
+/// Sends the jobs among `ids` that ended (succeeded or dead) with a rerun
+/// requested ([`enqueue_again`]) back to pending, due now, attempts from 0.
+/// Called in the transaction that ended them, after the update that did:
+/// on PostgreSQL that update's row lock makes a concurrent `enqueue_again`
+/// wait and then find the job no longer running, so a mark is either seen
+/// here or never set.
+fn end_rerun(conn: &mut ControlConnection, ids: &[i64], now: NaiveDateTime) -> Result<usize> {
+    let ended = [JobState::Succeeded.as_str(), JobState::Dead.as_str()];
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::rerun.eq(true))
+            .filter(jobs::state.eq_any(ended)),
+    )
+    .set((
+        jobs::state.eq(JobState::Pending.as_str()),
+        jobs::rerun.eq(false),
+        jobs::attempts.eq(0),
+        jobs::run_at.eq(now.trunc_subsecs(6)),
+        jobs::finished_at.eq(None::<NaiveDateTime>),
+        jobs::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    if n > 0 {
+        tracing::info!(jobs = ?ids, "job asked to run again while running: pending again");
+    }
+    Ok(n)
 }
 
 /// The row of job `id` while `worker` holds its lease.
@@ -478,6 +616,7 @@ pub fn fail(
                     jobs::last_error.eq(Some(&message)),
                 ))
                 .execute(conn)?,
+            // Pending again anyway: the rerun asked for is this retry.
             _ => {
                 let delay = error
                     .delay()
@@ -486,6 +625,7 @@ pub fn fail(
                 diesel::update(held(id, worker))
                     .set((
                         jobs::state.eq(JobState::Pending.as_str()),
+                        jobs::rerun.eq(false),
                         jobs::run_at.eq(run_at),
                         jobs::updated_at.eq(now),
                         jobs::lease_owner.eq(None::<String>),
@@ -495,6 +635,9 @@ pub fn fail(
                     .execute(conn)?
             }
         };
+        if n == 1 && next == JobState::Dead && end_rerun(conn, &[id], now)? == 1 {
+            return Ok(Some(JobState::Pending));
+        }
         Ok((n == 1).then_some(next))
     })
 }
@@ -644,14 +787,7 @@ pub fn retry_dead(db: &ControlDb, id: i64) -> Result<JobRecord> {
             )));
         }
         if let Some(key) = &job.dedup_key {
-            let open: Option<i64> = jobs::table
-                .filter(jobs::kind.eq(&job.kind))
-                .filter(jobs::dedup_key.eq(key))
-                .filter(jobs::state.eq_any(OPEN))
-                .select(jobs::id)
-                .first(conn)
-                .optional()?;
-            if let Some(other) = open {
+            if let Some((other, _)) = open_job(conn, &job.kind, key)? {
                 return Err(Error::Conflict(format!(
                     "job {id}: job {other} of kind {} with dedup key {key:?} is still open",
                     job.kind

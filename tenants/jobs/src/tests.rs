@@ -88,7 +88,97 @@ on_both_backends!(
     operators_list_get_retry_and_prune,
     registry_runs_by_kind_and_contains_failures,
     a_job_may_choose_its_next_run,
+    a_request_to_run_again_while_running_is_kept_until_the_job_ends,
 );
+
+/// `enqueue_again` while the job of its key runs: the job runs once more
+/// after it ends, whether it succeeded, died or its lease ran out on the
+/// last attempt; `enqueue` joins the running job instead; a pending job
+/// needs no mark.
+fn a_request_to_run_again_while_running_is_kept_until_the_job_ends(t: &TestDb) {
+    let db = t.open();
+    let rerun = |job: &dyn Fn(&mut tenantplane_control_db::ControlConnection) -> Enqueued| {
+        job(&mut db.conn().unwrap())
+    };
+    // Succeeded, then pending again, attempts from 0; once.
+    let id = queue(&db, &Record::keyed("again"));
+    let again = |c: &mut _| enqueue_again(c, &Record::keyed("again")).unwrap();
+    assert_eq!(rerun(&again), Enqueued::Existing(id), "pending: joined");
+    assert!(!rerun_mark(&db, id));
+    claim(&db, "w", LEASE, &[Record::KIND]).unwrap().unwrap();
+    let joined = |c: &mut _| enqueue(c, &Record::keyed("again")).unwrap();
+    assert_eq!(rerun(&joined), Enqueued::Existing(id));
+    assert!(!rerun_mark(&db, id), "enqueue joins a running job");
+    assert_eq!(rerun(&again), Enqueued::Existing(id));
+    assert!(rerun_mark(&db, id));
+    assert!(complete(&db, "w", id).unwrap());
+    let rec = get(&db, id).unwrap();
+    assert_eq!(
+        (
+            rec.state,
+            rec.attempts,
+            rec.finished_at,
+            rerun_mark(&db, id)
+        ),
+        (JobState::Pending, 0, None, false)
+    );
+    assert!(rec.run_at <= now());
+    claim(&db, "w", LEASE, &[Record::KIND]).unwrap().unwrap();
+    assert!(complete(&db, "w", id).unwrap());
+    assert_eq!(get(&db, id).unwrap().state, JobState::Succeeded);
+
+    // Dead on a permanent error, then pending again: `fail` says so.
+    let key = Some("dies".to_string());
+    let id = queue(&db, &Refuses { key: key.clone() });
+    claim(&db, "w", LEASE, &[Refuses::KIND]).unwrap().unwrap();
+    let again = |c: &mut _| enqueue_again(c, &Refuses { key: key.clone() }).unwrap();
+    assert_eq!(rerun(&again), Enqueued::Existing(id));
+    let refused = JobError::permanent("refused");
+    let next = fail(&db, "w", id, &refused, Refuses::BACKOFF).unwrap();
+    assert_eq!(next, Some(JobState::Pending));
+    let rec = get(&db, id).unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Pending, 0));
+    assert_eq!(rec.last_error.as_deref(), Some("refused"));
+    // Without a mark it stays dead.
+    claim(&db, "w", LEASE, &[Refuses::KIND]).unwrap().unwrap();
+    let next = fail(&db, "w", id, &refused, Refuses::BACKOFF).unwrap();
+    assert_eq!(next, Some(JobState::Dead));
+
+    // Buried (the lease ran out on the last attempt), then pending again.
+    let key = Some("buried".to_string());
+    let id = queue(&db, &Refuses { key: key.clone() });
+    claim(&db, "doomed", Duration::from_millis(1), &[Refuses::KIND])
+        .unwrap()
+        .unwrap();
+    let again = |c: &mut _| enqueue_again(c, &Refuses { key: key.clone() }).unwrap();
+    assert_eq!(rerun(&again), Enqueued::Existing(id));
+    wait_for("the lease to expire", || {
+        get(&db, id).unwrap().lease_expires_at.unwrap() < now()
+    });
+    let next = claim(&db, "w", LEASE, &[Refuses::KIND]).unwrap().unwrap();
+    assert_eq!(
+        (next.id, next.attempts),
+        (id, 1),
+        "buried, revived, claimed"
+    );
+    assert!(!rerun_mark(&db, id));
+
+    // A request after the job ended is a new job.
+    let id = queue(&db, &Record::keyed("ended"));
+    claim(&db, "w", LEASE, &[Record::KIND]).unwrap().unwrap();
+    assert!(complete(&db, "w", id).unwrap());
+    let again = |c: &mut _| enqueue_again(c, &Record::keyed("ended")).unwrap();
+    assert!(rerun(&again).is_new());
+    assert_eq!(get(&db, id).unwrap().state, JobState::Succeeded);
+}
+
+fn rerun_mark(db: &ControlDb, id: i64) -> bool {
+    jobs::table
+        .find(id)
+        .select(jobs::rerun)
+        .first(&mut db.conn().unwrap())
+        .unwrap()
+}
 
 /// `JobError::retry_after`: the job's own delay replaces the kind's backoff
 /// (a delivery's retry schedule, a receiver's `Retry-After`); the attempts
@@ -462,10 +552,11 @@ fn a_dead_workers_job_is_reclaimed_and_runs_once_more(t: &TestDb) {
 
 fn a_stopping_runner_hands_back_what_it_cannot_finish(t: &TestDb) {
     let db = t.open();
+    // Far longer than the grace, however late this thread gets to stop it.
     let slow = queue(
         &db,
         &Record {
-            sleep_ms: 1500,
+            sleep_ms: 30_000,
             ..Record::new(1)
         },
     );

@@ -17,7 +17,7 @@ use tenantplane_control_db::outbox::EventKind;
 use tenantplane_control_db::schema::{deliveries, outbox, webhook_endpoints as ep};
 use tenantplane_control_db::states::{Channel, DeliveryState};
 use tenantplane_control_db::{write_tx, ControlConnection, ControlDb, Result};
-use tenantplane_jobs::enqueue;
+use tenantplane_jobs::{enqueue, enqueue_again};
 
 use crate::config::NotifyConfig;
 use crate::job::Deliver;
@@ -75,7 +75,9 @@ pub(crate) fn requeue(conn: &mut ControlConnection, delivery_id: i64) -> Result<
             deliveries::updated_at.eq(now),
         ))
         .execute(conn)?;
-    enqueue(conn, &Deliver { delivery_id })?;
+    // The delivery's job may still be running, between recording the
+    // delivery dead and ending itself: it must run again, not absorb this.
+    enqueue_again(conn, &Deliver { delivery_id })?;
     Ok(())
 }
 
