@@ -96,10 +96,12 @@ fn drain(
             .optional()
             .map_err(Error::from)?;
         let Some(tenant_id) = next else { break };
-        let outcome = target_for(&mut conn, &server).and_then(|target| {
-            drop(conn);
-            move_tenant(db, store, actor, &tenant_id, &server.id, &target.id)
-        });
+        let outcome = not_moving(&mut conn, &tenant_id)
+            .and_then(|()| target_for(&mut conn, &server))
+            .and_then(|target| {
+                drop(conn);
+                move_tenant(db, store, actor, &tenant_id, &server.id, &target.id)
+            });
         match outcome {
             Ok(Moved::Moved) => moved += 1,
             Ok(Moved::Superseded) => {}
@@ -116,6 +118,18 @@ fn drain(
         return Err(JobError::transient(Unfinished { failed, last }));
     }
     Ok(())
+}
+
+/// A tenant whose own move job is still open (asked for before the drain,
+/// perhaps still dropping its old copy) is left to it for this pass: two
+/// moves of one tenant at once could drop the copy the other just made.
+fn not_moving(conn: &mut ControlConnection, tenant_id: &str) -> Result<()> {
+    match tenantplane_jobs::open_job(conn, crate::moving::MoveJob::KIND, tenant_id)? {
+        Some((job, _)) => Err(Error::Conflict(format!(
+            "its move (job {job}) has not ended yet"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Where a tenant of `from` goes: an active server of the same kind with

@@ -13,6 +13,7 @@ use tenantplane_jobs::Job;
 use super::place::{compatible, location_on, physical};
 use super::MoveJob;
 use crate::backup::locate;
+use crate::drain::DrainJob;
 use crate::manifest::ServerKind;
 
 /// Checks that `tenant` can move to `to` now: it exists, is not deleted or
@@ -68,6 +69,14 @@ pub fn check_move(
         )));
     }
     migrating(conn, &at.tenant.id, slug)?;
+    if let Some((job, _)) = tenantplane_jobs::open_job(conn, DrainJob::KIND, &at.server.id)? {
+        // The drain moves this tenant itself; two moves of one tenant at
+        // once could drop the copy the other one just made.
+        return Err(Error::Conflict(format!(
+            "server '{}' is being drained (job {job}), which moves tenant '{slug}'",
+            at.server.name
+        )));
+    }
     Ok((at.tenant.id.clone(), at.server, target))
 }
 
@@ -99,7 +108,19 @@ pub fn start_move(db: &ControlDb, actor: &Actor, tenant: &str, to: &str) -> Resu
             to_server: target.id,
             actor: actor.id.clone(),
         };
-        Ok(tenantplane_jobs::enqueue(conn, &job)?.id())
+        let queued = tenantplane_jobs::enqueue(conn, &job)?;
+        if !queued.is_new() {
+            // The tenant's move still open: the same move is this request;
+            // another one must wait for it to end.
+            let open = move_status_of(conn, queued.id())?;
+            if open.job.to_server != job.to_server {
+                return Err(Error::Conflict(format!(
+                    "tenant '{tenant}' is being moved to another server (job {}); ask again once it ends",
+                    open.job_id
+                )));
+            }
+        }
+        Ok(queued.id())
     })?;
     move_status_of(&mut conn, job_id)
 }

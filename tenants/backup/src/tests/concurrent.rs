@@ -2,7 +2,7 @@
 //! to a consistent state: no torn invoice sequence, derived tables equal to
 //! what they derive from, foreign keys holding.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +20,10 @@ fn while_writing(kind: ServerKind) {
     let t = env.tenant("busy-shop", 2, 20);
     let location = env.location(&t.id);
     let stop = Arc::new(AtomicBool::new(false));
+    let inserted = Arc::new(AtomicU32::new(0));
     let writer = {
         let stop = stop.clone();
+        let inserted = inserted.clone();
         std::thread::spawn(move || {
             let mut c = location.connect().unwrap();
             let mut n = 0u32;
@@ -36,13 +38,23 @@ fn while_writing(kind: ServerKind) {
                     ),
                 );
                 n += 1;
+                inserted.store(n, Ordering::SeqCst);
             }
             n
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Rows written before the backup and after it, however slowly the
+    // writer thread gets to run.
+    let wait_past = |n: u32| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while inserted.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "the writer stalled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_past(10);
     let b = create(&env.db, &env.store, &t.id, Reason::Manual).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_past(inserted.load(Ordering::SeqCst) + 10);
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
     assert!(written > 0);

@@ -212,3 +212,58 @@ fn a_target_that_stopped_taking_tenants_is_refused_at_run_time() {
         0
     );
 }
+
+/// One move of a tenant at a time: asking again for the same move returns
+/// the open one, asking for another target while it is open is refused and
+/// queues nothing, and a server being drained refuses moves of its tenants
+/// (the drain moves them).
+#[test]
+fn a_tenant_has_one_move_at_a_time() {
+    use crate::moving::start_move;
+    use tenantplane_control_db::Error;
+    let Some(env) = Env::new(ServerKind::Sqlite) else {
+        return;
+    };
+    let t = env.tenant("mover", 1, 5);
+    let other = env.tenant("drained", 1, 5);
+    let from = server_of(&env, &t.id);
+    assert_eq!(server_of(&env, &other.id), from);
+    let dir = tempfile::tempdir().unwrap();
+    let (second, _) = second_server(&env, dir.path());
+    let third = servers::register(
+        &env.db,
+        &actor(),
+        NewServer {
+            name: Some("third".into()),
+            kind: "sqlite".into(),
+            url: format!("sqlite://{}", dir.path().join("third").display()),
+            isolation: Some("file".into()),
+            capacity: None,
+        },
+    )
+    .unwrap()
+    .id;
+    let first = start_move(&env.db, &actor(), &t.id, &second).unwrap();
+    let again = start_move(&env.db, &actor(), &t.id, &second).unwrap();
+    assert_eq!(again.job_id, first.job_id, "the same move: the open job");
+    let err = start_move(&env.db, &actor(), &t.id, &third).unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains(&format!("job {}", first.job_id))),
+        "{err}"
+    );
+    let moves: i64 = tenantplane_control_db::schema::jobs::table
+        .filter(tenantplane_control_db::schema::jobs::kind.eq("tenant.move"))
+        .count()
+        .get_result(&mut *env.db.conn().unwrap())
+        .unwrap();
+    assert_eq!(moves, 1, "nothing queued by the refused request");
+
+    let drain = crate::drain::start_drain(&env.db, &actor(), &from).unwrap();
+    assert_eq!(drain.state, "pending");
+    let err = start_move(&env.db, &actor(), &other.id, &third).unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains("being drained")),
+        "{err}"
+    );
+    assert_eq!(server_of(&env, &other.id), from);
+}
