@@ -106,9 +106,7 @@ pub fn claim(
     lease: Duration,
 ) -> Result<Option<(ClaimedTask, TaskPolicy)>> {
     let mut conn = db.conn()?;
-    let now = Utc::now().naive_utc();
-    let expires = lease_expiry(now, lease);
-    let now_ms = now.and_utc().timestamp_millis();
+    let now_ms = Utc::now().timestamp_millis();
     let last = EXPIRED_CHECKED_MS.load(std::sync::atomic::Ordering::Relaxed);
     let look_for_expired = now_ms - last >= EXPIRED_EVERY_MS
         && EXPIRED_CHECKED_MS
@@ -120,6 +118,11 @@ pub fn claim(
             )
             .is_ok();
     let claimed = write_tx(&mut conn, Some(CLAIM_LOCK), |conn| {
+        // The clock is read under the lock: a claim that waited for it
+        // behind the completion that opened this task's wave starts after
+        // that completion finished, not before.
+        let now = Utc::now().naive_utc();
+        let expires = lease_expiry(now, lease);
         if look_for_expired {
             let reclaimed = match conn {
                 ControlConnection::Postgres(pg) => diesel::sql_query(RECLAIM)
@@ -416,8 +419,9 @@ pub fn complete(
 ) -> Result<bool> {
     let backup_id = backup_id.or(task.backup_id.as_deref());
     let mut conn = db.conn()?;
-    let now = Utc::now().naive_utc();
     write_tx(&mut conn, None, |conn| {
+        // Read under the write lock, like the claim's (see there).
+        let now = Utc::now().naive_utc();
         let ours = tasks::table
             .filter(tasks::id.eq(task.id))
             .filter(tasks::lease_owner.eq(worker))
