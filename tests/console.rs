@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::common::{wait_for, App, AppOptions, TOKEN};
 
-const LONG: Duration = Duration::from_secs(120);
+const LONG: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------- HTTP ---
 
@@ -1579,12 +1579,14 @@ fn a_dead_delivery_shows_its_attempts_and_is_retried_from_the_console() {
         "{rows}"
     );
     assert!(table(&outbox, "endpoints").contains("disabled"), "{outbox}");
-    // Its job is dead too, listed on the schedules page.
-    let jobs = op.get("/console/schedules").body;
-    assert!(
-        table(&jobs, "dead-jobs").contains("notify.deliver"),
-        "{jobs}"
-    );
+    // Its job is dead too, listed on the schedules page (the job records
+    // the delivery dead first, then ends dead itself a moment later).
+    wait_for("the delivery's job among the dead jobs", LONG, || {
+        let jobs = op.get("/console/schedules").body;
+        table(&jobs, "dead-jobs")
+            .contains("notify.deliver")
+            .then_some(())
+    });
     let detail = op.get(&format!("/console/outbox/{id}")).body;
     let attempts = table(&detail, "attempts");
     assert!(attempts.contains("<td>410</td>"), "{attempts}");

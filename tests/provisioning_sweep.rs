@@ -111,10 +111,11 @@ fn workers_run_the_sweep_as_a_job_once_per_period() {
 
     // Two worker processes' worth of workers on one control DB (separate
     // pools, separate ids), sweeping every second (the maintenance thread
-    // wakes every third of the lease).
+    // wakes every third of the lease). The lease is long enough that a
+    // loaded machine does not starve a heartbeat into a takeover.
     let config = tenantplane_worker::WorkerConfig {
         threads: 1,
-        lease: std::time::Duration::from_millis(1500),
+        lease: std::time::Duration::from_secs(3),
         sweep_every: std::time::Duration::from_secs(1),
         ..Default::default()
     };
@@ -137,25 +138,34 @@ fn workers_run_the_sweep_as_a_job_once_per_period() {
             (left == 0).then_some(())
         },
     );
-    // Let a few more periods pass with both workers queueing.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Let more periods pass with both workers queueing: two sweeps or more.
+    let sweeps = || {
+        tenantplane_jobs::list(
+            &db,
+            &tenantplane_jobs::JobFilter {
+                kind: Some("sweep.provisioning".into()),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .expect("jobs")
+    };
+    let succeeded = |runs: &[tenantplane_jobs::JobRecord]| {
+        runs.iter()
+            .filter(|j| j.state == tenantplane_control_db::states::JobState::Succeeded)
+            .count()
+    };
+    crate::common::wait_for("a second sweep", std::time::Duration::from_secs(60), || {
+        (succeeded(&sweeps()) >= 2).then_some(())
+    });
     a.stop();
     b.stop();
     assert_eq!(location.exists().ok(), Some(false), "its database is gone");
-    let runs = tenantplane_jobs::list(
-        &db,
-        &tenantplane_jobs::JobFilter {
-            kind: Some("sweep.provisioning".into()),
-            limit: 1000,
-            ..Default::default()
-        },
-    )
-    .expect("jobs");
-    let succeeded: Vec<_> = runs
-        .iter()
-        .filter(|j| j.state == tenantplane_control_db::states::JobState::Succeeded)
-        .collect();
-    assert!(succeeded.len() >= 2, "a sweep ran in each period: {runs:?}");
+    let runs = sweeps();
+    assert!(
+        succeeded(&runs) >= 2,
+        "a sweep ran in each period: {runs:?}"
+    );
     let mut periods: Vec<_> = runs.iter().map(|j| j.dedup_key.clone()).collect();
     let all = periods.len();
     periods.sort();

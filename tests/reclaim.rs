@@ -57,12 +57,23 @@ fn expired_leases_are_reclaimed_all_at_once() {
         panic!("a rollout, not a plan")
     };
 
-    // A worker claims all 8 and dies: no heartbeat, no outcome.
+    // A worker claims all 8 and dies: no heartbeat, no outcome. Its leases
+    // run out by hand: with a lease of a millisecond, one of its own claims
+    // could be the once-a-second look for expired leases and take back an
+    // earlier task of its own.
+    let control = dir.path().join("control.db");
+    let control = control.to_string_lossy();
     for _ in 0..8 {
-        tasks::claim(&db, "doomed", Duration::from_millis(1))
+        tasks::claim(&db, "doomed", Duration::from_secs(30))
             .expect("claim")
             .expect("a task");
     }
+    diesel::sql_query(
+        "UPDATE tasks SET lease_expires_at = '2000-01-01 00:00:00' WHERE rollout_id = ?",
+    )
+    .bind::<Text, _>(&r.id)
+    .execute(&mut SqliteConnection::establish(&control).expect("control"))
+    .expect("expire the leases");
     std::thread::sleep(Duration::from_millis(1100));
 
     // The first claim that looks for expired leases hands every orphan
@@ -76,10 +87,7 @@ fn expired_leases_are_reclaimed_all_at_once() {
         "SELECT state, lease_owner, last_error, next_attempt_at FROM tasks WHERE rollout_id = ?",
     )
     .bind::<Text, _>(&r.id)
-    .load(
-        &mut SqliteConnection::establish(&dir.path().join("control.db").to_string_lossy())
-            .expect("control"),
-    )
+    .load(&mut SqliteConnection::establish(&control).expect("control"))
     .expect("tasks");
     assert_eq!(rows.len(), 8);
     let pending: Vec<&Row> = rows.iter().filter(|t| t.state == "pending").collect();

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use tenantplane_migrations::catalogue;
 
-const LONG: Duration = Duration::from_secs(120);
+const LONG: Duration = Duration::from_secs(300);
 
 fn all_versions() -> Vec<String> {
     catalogue::versions()

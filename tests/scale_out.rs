@@ -563,7 +563,10 @@ fn a_per_second_schedule_fires_once_across_3_workers_and_a_restart() {
     });
 
     // One row per second from the first fire time to the last: none
-    // missed while a worker restarted, none twice (the UNIQUE key).
+    // lost while a worker restarted, none twice (the UNIQUE key). A fire
+    // time may be recorded `missed`: when every worker's tick came more
+    // than a second late (a loaded machine), the older of two due fire
+    // times is skipped by the schedule's policy, and still has its row.
     let first = all[0].fire_at;
     for (n, run) in all.iter().enumerate() {
         assert_eq!(
@@ -572,7 +575,7 @@ fn a_per_second_schedule_fires_once_across_3_workers_and_a_restart() {
             "{all:?}"
         );
         assert!(
-            run.state == "started" || run.state == "skipped_overlap",
+            ["started", "skipped_overlap", "missed"].contains(&run.state.as_str()),
             "{all:?}"
         );
         assert_eq!(run.state == "started", run.job_id.is_some(), "{run:?}");
