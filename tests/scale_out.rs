@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 
 use crate::common::{call_as, wait_for, App, AppOptions, TestPg, TOKEN};
 
-const LONG: Duration = Duration::from_secs(240);
+const LONG: Duration = Duration::from_secs(600);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
