@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use tenantplane_control_db::error::report;
 use tenantplane_control_db::ControlDb;
-use tenantplane_jobs::schedules::Scheduler;
+use tenantplane_jobs::schedules::{Scheduler, SchedulerConfig};
 use tenantplane_jobs::{Runner, RunnerConfig};
 use tenantplane_rollout::{rollouts, tasks};
 
@@ -302,8 +302,17 @@ pub fn start(db: ControlDb, config: WorkerConfig) -> std::io::Result<WorkerHandl
         },
     )?;
     // Fires cron schedules (each fire time once, whichever process decides
-    // it first) and creates the default schedules on first start.
-    let scheduler = Scheduler::start(shared.db.clone())?;
+    // it first). The default schedules are the process's start-up work
+    // (`serve::open_control` creates them before anything listens), not
+    // every worker's: a worker started on its own (a benchmark, a test)
+    // gets no wall-clock backups or retention it did not ask for.
+    let scheduler = Scheduler::start_with(
+        shared.db.clone(),
+        SchedulerConfig {
+            defaults: false,
+            ..SchedulerConfig::default()
+        },
+    )?;
     // Fans new outbox events out into deliveries and their jobs.
     let relay = tenantplane_notify::Relay::start(
         shared.db.clone(),
